@@ -1,0 +1,5 @@
+import sys
+
+from misalatch.cli import main
+
+sys.exit(main())

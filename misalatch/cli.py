@@ -1,0 +1,81 @@
+"""Command line: ``misalatch <command> [flags]`` (also ``python -m misalatch``).
+
+Each command is a small function taking its own argument list; flags are derived from typed
+dataclasses with tyro, so there is no hand-written ``add_argument`` per field. Only this module
+configures logging and prints; library code logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable
+
+from misalatch.errors import MisalatchError
+
+log = logging.getLogger("misalatch")
+
+# name -> (one-line help, handler(argv) -> exit code). Handlers import lazily so that
+# `misalatch --help` stays fast and no command pays for another's imports.
+Command = Callable[[list[str]], int]
+
+
+def _lazy(module: str, attr: str) -> Command:
+    def run(argv: list[str]) -> int:
+        import importlib
+
+        return getattr(importlib.import_module(module), attr)(argv)
+
+    return run
+
+
+COMMANDS: dict[str, tuple[str, Command]] = {
+}
+
+
+def _usage() -> str:
+    lines = ["usage: misalatch <command> [flags]   (misalatch <command> --help for its flags)", "", "commands:"]
+    width = max(len(n) for n in COMMANDS) if COMMANDS else 0
+    lines += [f"  {name.ljust(width)}  {helptext}" for name, (helptext, _) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def setup_logging(verbosity: int = 0) -> None:
+    """Send misalatch logs to stderr: INFO by default, DEBUG with -v, WARNING with -q."""
+    level = logging.INFO if verbosity == 0 else (logging.DEBUG if verbosity > 0 else logging.WARNING)
+    root = logging.getLogger("misalatch")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbosity = 0
+    while argv and argv[0] in ("-v", "--verbose", "-q", "--quiet"):
+        verbosity += 1 if argv.pop(0) in ("-v", "--verbose") else -1
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        import difflib
+
+        close = difflib.get_close_matches(name, COMMANDS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        print(f"misalatch: unknown command {name!r}{hint}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    setup_logging(verbosity)
+    try:
+        return COMMANDS[name][1](rest)
+    except MisalatchError as err:
+        print(f"misalatch {name}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Exceptions raised where outside input enters misalatch.
+
+The CLI catches :class:`MisalatchError` only and prints its message on one line; anything else is a
+bug and keeps its traceback. ``ConfigError`` and ``DataFormatError`` also derive from ``ValueError``
+so that generic handlers still catch them (as scikit-learn does).
+"""
+
+from __future__ import annotations
+
+
+class MisalatchError(Exception):
+    """Base class of every error misalatch raises on purpose."""
+
+
+class ConfigError(MisalatchError, ValueError):
+    """An unknown, mistyped or out-of-range configuration value."""
+
+
+class DataFormatError(MisalatchError, ValueError):
+    """A data file that does not have the layout its reader expects (names the file and field)."""
+
+
+class UnsafePickleError(DataFormatError):
+    """A pickle referenced a global outside the allow-list; nothing from it was executed."""
+
+
+class CheckpointError(MisalatchError):
+    """A checkpoint that cannot be imported (missing, unexpected or mis-shaped keys, bad format)."""
+
+
+class ResourceNotFoundError(MisalatchError):
+    """An offline resource (text encoder, word vectors, dataset) is not available locally."""
+
+
+class DownloadError(MisalatchError):
+    """A download failed (server down, checksum mismatch); partial files are kept for resuming."""

