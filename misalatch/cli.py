@@ -30,6 +30,7 @@ def _lazy(module: str, attr: str) -> Command:
 
 
 COMMANDS: dict[str, tuple[str, Command]] = {
+    "check-parity": ("compare the MISA model with golden vectors of the original code", _lazy("misalatch.models.parity", "main")),
 }
 
 

@@ -1,0 +1,117 @@
+"""Typed model inputs and outputs.
+
+Shapes follow the spec: recurrent tensors are time-first ``(T, B, d)``, BERT tensors batch-first
+``(B, W)``, ``lengths`` is an int64 tensor on the CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Generic, Iterator, TypeVar
+
+import torch
+
+T_ = TypeVar("T_")
+
+
+@dataclass
+class PerModality(Generic[T_]):
+    """One value per modality: text ``t``, visual ``v``, acoustic ``a`` (the original's order)."""
+
+    t: T_
+    v: T_
+    a: T_
+
+    def items(self) -> Iterator[tuple[str, T_]]:
+        yield from (("t", self.t), ("v", self.v), ("a", self.a))
+
+
+@dataclass
+class ModelInputs:
+    """A batch as the model consumes it (no labels, no ids).
+
+    Text comes in one of three forms, matching ``MisaConfig.text_encoder``: ``text_ids`` (GloVe
+    path), ``text_vectors`` (precomputed word vectors) or the ``bert_*`` tensors.
+    """
+
+    visual: torch.Tensor  # (T_v, B, d_v)
+    acoustic: torch.Tensor  # (T_a, B, d_a)
+    lengths: torch.Tensor  # (B,) int64, CPU: text/word lengths (and A/V lengths when aligned)
+    text_ids: torch.Tensor | None = None  # (T, B) int64, padded with 1
+    text_vectors: torch.Tensor | None = None  # (T, B, d_e)
+    bert_input_ids: torch.Tensor | None = None  # (B, W)
+    bert_attention_mask: torch.Tensor | None = None  # (B, W)
+    bert_token_type_ids: torch.Tensor | None = None  # (B, W)
+    bert_wp2word: torch.Tensor | None = None  # (B, W) word index per wordpiece, -1 specials/padding
+    lengths_v: torch.Tensor | None = None  # (B,) CPU, only when alignment is "none"
+    lengths_a: torch.Tensor | None = None  # (B,) CPU, only when alignment is "none"
+    alignment: str = "word"  # word | token | none (DATA.md §1.1)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.lengths.shape[0])
+
+    @property
+    def visual_lengths(self) -> torch.Tensor:
+        return self.lengths if self.lengths_v is None else self.lengths_v
+
+    @property
+    def acoustic_lengths(self) -> torch.Tensor:
+        return self.lengths if self.lengths_a is None else self.lengths_a
+
+    def to(self, device: torch.device | str) -> "ModelInputs":
+        """Move tensors to ``device``; lengths stay on the CPU (pack_padded_sequence needs them there)."""
+        moved = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor) and not f.name.startswith("lengths"):
+                value = value.to(device, non_blocking=True)
+            moved[f.name] = value
+        return ModelInputs(**moved)
+
+
+@dataclass
+class MisaLosses:
+    """The four MISA losses and their weighted sum (MISA.md §9); all scalars."""
+
+    task: torch.Tensor
+    diff: torch.Tensor
+    sim: torch.Tensor
+    recon: torch.Tensor
+    total: torch.Tensor
+
+    def as_floats(self) -> dict[str, float]:
+        return {f.name: float(getattr(self, f.name).detach()) for f in dataclasses.fields(self)}
+
+
+@dataclass
+class FeedbackMasks:
+    """Combined masks per target modality, in the layout of the masked tensor.
+
+    ``text``: ``(B, W, d_b)`` for BERT (1 at [CLS]/[SEP]/padding) or ``(T, B, d_e)`` for the sLSTM
+    text paths; ``visual`` ``(T_v, B, d_v)``; ``acoustic`` ``(T_a, B, d_a)``. Evaluation masks lie in
+    [0, 1]; training masks include mask dropout (kept entries scaled by 1/(1-p)).
+    """
+
+    text: torch.Tensor
+    visual: torch.Tensor
+    acoustic: torch.Tensor
+
+
+@dataclass
+class MisaOutput:
+    """Everything one forward pass computes; nothing is stored on the module.
+
+    ``utt``/``private``/``shared``/``recon`` are ``(B, H)`` per modality (second pass when feedback
+    is on); ``prediction`` is ``(B, 1)`` for regression or logits ``(B, C)``.
+    """
+
+    prediction: torch.Tensor
+    utt: PerModality[torch.Tensor]  # u_m: projection after LayerNorm (reconstruction target)
+    private: PerModality[torch.Tensor]
+    shared: PerModality[torch.Tensor]
+    recon: PerModality[torch.Tensor]
+    domain_logits: PerModality[torch.Tensor] | None = None  # (B, 3) each; adversarial similarity only
+    masks: FeedbackMasks | None = None  # feedback variants only
+    losses: MisaLosses | None = None  # when labels were given
