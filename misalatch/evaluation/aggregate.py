@@ -14,7 +14,7 @@ import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,7 @@ class AggregateRow:
 
     group: Mapping[str, str]  # e.g. {"dataset": "mosi", "feedback": "none", "text_encoder": "bert"}
     seeds: Sequence[int]
-    metrics: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    metrics: Mapping[str, Mapping[str, Any]]  # output of aggregate() over the runs of `seeds`
 
     def __post_init__(self) -> None:
         for name, stats in self.metrics.items():

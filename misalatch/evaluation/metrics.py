@@ -46,7 +46,7 @@ REGRESSION_KEYS: tuple[str, ...] = (
     "acc7",
 )
 #: Keys of :func:`classification_metrics` (METRICS.md §3).
-CLASSIFICATION_KEYS: tuple[str, ...] = ("acc2", "f1")
+CLASSIFICATION_KEYS: tuple[str, ...] = ("acc", "f1")
 #: Task names accepted by :func:`compute_metrics`.
 TASKS: tuple[str, ...] = ("regression", "classification")
 
@@ -271,7 +271,7 @@ def classification_metrics(logits_or_predictions: ArrayLike, labels: ArrayLike) 
         pred = _as_class_vector(out, "predictions")
     y = _as_class_vector(labels, "labels")
     _check_same_length(pred, y, "predictions", "labels")
-    return {"acc2": float(np.mean(pred == y)), "f1": _weighted_f1(y, pred)}
+    return {"acc": float(np.mean(pred == y)), "f1": _weighted_f1(y, pred)}
 
 
 def compute_metrics(task: str, outputs: ArrayLike, labels: ArrayLike) -> dict[str, float]:

@@ -29,7 +29,7 @@ DISPLAY_NAMES: dict[str, str] = {
     "acc5": "Acc-5",
     "acc7": "Acc-7",
     "acc7_sdk": "Acc-7 SDK",
-    "acc2": "Acc-2",
+    "acc": "Acc",
     "f1": "F1",
 }
 _TASK_KEYS = {"regression": REGRESSION_KEYS, "classification": CLASSIFICATION_KEYS}

@@ -207,15 +207,15 @@ def test_classification_hand_case() -> None:
     logits = np.array([[1.0, 2.0], [3.0, 0.0], [0.5, 0.5], [0.0, 1.0]])  # third: tie -> class 0
     labels = [1, 0, 1, 1]
     m = classification_metrics(logits, labels)
-    assert list(m) == ["acc2", "f1"]
-    assert m["acc2"] == pytest.approx(0.75)
+    assert list(m) == ["acc", "f1"]
+    assert m["acc"] == pytest.approx(0.75)
     assert m["f1"] == pytest.approx(0.75 * 0.8 + 0.25 * 2 / 3)
     assert classification_metrics(np.array([1, 0, 0, 1]), np.array([1.0, 0.0, 1.0, 1.0])) == m
 
 
 def test_compute_metrics_dispatch() -> None:
     assert compute_metrics("regression", [0.5, -1.0], [1.0, -2.0]) == regression_metrics([0.5, -1.0], [1.0, -2.0])
-    assert compute_metrics("classification", [[0.0, 1.0]], [1]) == {"acc2": 1.0, "f1": 1.0}
+    assert compute_metrics("classification", [[0.0, 1.0]], [1]) == {"acc": 1.0, "f1": 1.0}
     with pytest.raises(ConfigError, match="regression, classification"):
         compute_metrics("ranking", [0.0], [0.0])
 

@@ -30,10 +30,10 @@ def test_metrics_table_precision_and_order() -> None:
 
 
 def test_metrics_table_classification_and_unknown_task() -> None:
-    table = format_metrics_table({"acc2": 0.70612, "f1": 0.7}, task="classification")
-    assert _value(table, "Acc-2 (%)") == "70.61" and _value(table, "F1 (%)") == "70.00"
+    table = format_metrics_table({"acc": 0.70612, "f1": 0.7}, task="classification")
+    assert _value(table, "Acc (%)") == "70.61" and _value(table, "F1 (%)") == "70.00"
     with pytest.raises(ConfigError):
-        format_metrics_table({"acc2": 0.5}, task="humour")
+        format_metrics_table({"acc": 0.5}, task="humour")
 
 
 def test_aggregate_table() -> None:
