@@ -71,10 +71,9 @@ class RestrictedUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def safe_loads(data: bytes, *, source: str = "<bytes>", encoding: str = "latin1") -> object:
-    """Unpickle ``data`` with :class:`RestrictedUnpickler`; see :func:`safe_load`."""
+def _load_stream(fh: io.BufferedIOBase, source: str, encoding: str) -> object:
     try:
-        return RestrictedUnpickler(io.BytesIO(data), source=source, encoding=encoding).load()
+        return RestrictedUnpickler(fh, source=source, encoding=encoding).load()
     except UnsafePickleError:
         raise
     except _CORRUPT as err:
@@ -82,6 +81,11 @@ def safe_loads(data: bytes, *, source: str = "<bytes>", encoding: str = "latin1"
             f"{source}: not a readable pickle ({type(err).__name__}: {err}); the file may be truncated "
             "or of another format"
         ) from err
+
+
+def safe_loads(data: bytes, *, source: str = "<bytes>", encoding: str = "latin1") -> object:
+    """Unpickle ``data`` with :class:`RestrictedUnpickler`; see :func:`safe_load`."""
+    return _load_stream(io.BytesIO(data), source, encoding)
 
 
 def safe_load(path: str | os.PathLike[str], *, encoding: str = "latin1") -> object:
@@ -94,10 +98,11 @@ def safe_load(path: str | os.PathLike[str], *, encoding: str = "latin1") -> obje
     """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        fh = open(path, "rb")  # streamed: multi-GB MMSA files are not held twice in memory
     except OSError as err:
         raise DataFormatError(f"{path}: cannot read ({err.strerror or err})") from err
-    return safe_loads(data, source=str(path), encoding=encoding)
+    with fh:
+        return _load_stream(fh, str(path), encoding)
 
 
 # ---- embedding_and_mapping.pt (DATA.md §9.2) ----
@@ -173,12 +178,20 @@ class NonFiniteCounter:
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
 
-    def clean(self, arr: np.ndarray, field: str, dtype: type = np.float32) -> np.ndarray:
-        out = np.asarray(arr, dtype=dtype)
+    def clean(self, arr: Any, field: str, *, where: str = "", dtype: type = np.float32) -> np.ndarray:
+        """A fresh contiguous ``dtype`` copy of ``arr`` with non-finite values set to 0 (counted).
+
+        ``where`` (file, split, sample) prefixes the error raised for non-numeric content.
+        """
+        try:
+            out = np.array(arr, dtype=dtype, copy=True, order="C")
+        except (TypeError, ValueError) as err:
+            raise DataFormatError(
+                f"{where}: {field} must be numeric, found {type(arr).__name__} ({err})"
+            ) from err
         bad = ~np.isfinite(out)
         n = int(bad.sum())
         if n:
-            out = out.copy() if out is arr else out
             out[bad] = 0
             self.counts[field] = self.counts.get(field, 0) + n
         return out
@@ -189,3 +202,32 @@ class NonFiniteCounter:
             self.counts[field] = self.counts.get(field, 0) + 1
             return 0.0
         return value
+
+
+def infer_dataset_name(path: str | os.PathLike[str], default: str) -> str:
+    """Guess ``mosi`` / ``mosei`` / ``ur_funny`` from a file name or its nearest folders (e.g.
+    ``MOSI/Processed/aligned_50.pkl``, ``mosei_senti_data.pkl``, ``humor.pkl``); ``default`` otherwise."""
+    p = Path(path).absolute()
+    parts = [p.name, p.parent.name] + ([p.parent.parent.name] if p.suffix else [])
+    for part in parts:
+        low = part.lower()
+        if "mosei" in low:
+            return "mosei"
+        if "mosi" in low:
+            return "mosi"
+        if "funny" in low or "humor" in low:
+            return "ur_funny"
+    return default
+
+
+def describe(obj: object) -> str:
+    """A short description of an unpickled object for error messages (type, shape or keys)."""
+    if isinstance(obj, np.ndarray):
+        return f"array of shape {obj.shape} ({obj.dtype})"
+    if isinstance(obj, dict):
+        keys = list(obj)[:8]
+        more = ", ..." if len(obj) > 8 else ""
+        return f"dict with keys {', '.join(repr(k) for k in keys)}{more}"
+    if isinstance(obj, (list, tuple)):
+        return f"{type(obj).__name__} of length {len(obj)}"
+    return type(obj).__name__

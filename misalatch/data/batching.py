@@ -1,0 +1,135 @@
+"""Batches: canonical segments → padded, time-first tensors (DATA.md §1.2).
+
+Each batch is padded to its own longest item. Modalities switched off with ``modalities`` (or
+absent from the data) are fed as all-zero sequences of one feature per word step, so the MISA
+architecture stays the same while that branch carries no information about the sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from misalatch.data.canonical import Segment
+from misalatch.errors import ConfigError, DataFormatError
+from misalatch.models.outputs import ModelInputs
+
+
+@dataclass
+class Batch:
+    """Model inputs plus what the loop needs around them."""
+
+    inputs: ModelInputs
+    labels: torch.Tensor  # (B, 1) float32 (regression) or (B,) int64 (classification)
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """How to turn segments into model inputs; fixed for a run."""
+
+    text_encoder: str  # bert | glove | vectors
+    modalities: str = "tav"
+    alignment: str = "word"
+    task: str = "regression"
+    visual_dim: int = 1  # used for zero-filled (absent or disabled) modalities
+    acoustic_dim: int = 1
+
+
+def _pad_time_first(arrays: Sequence[np.ndarray], width: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Stack ``(T_i, d)`` arrays into ``(T_max, B, d)`` with zeros after each length."""
+    t_max = max(a.shape[0] for a in arrays)
+    out = torch.zeros(t_max, len(arrays), width, dtype=dtype)
+    for i, a in enumerate(arrays):
+        out[: a.shape[0], i] = torch.from_numpy(np.asarray(a, dtype=np.float32))
+    return out
+
+
+def _pad_batch_first(arrays: Sequence[np.ndarray], value: int) -> torch.Tensor:
+    w_max = max(a.shape[0] for a in arrays)
+    out = torch.full((len(arrays), w_max), value, dtype=torch.long)
+    for i, a in enumerate(arrays):
+        out[i, : a.shape[0]] = torch.from_numpy(np.asarray(a, dtype=np.int64))
+    return out
+
+
+def collate(segments: Sequence[Segment], spec: BatchSpec) -> Batch:
+    """Pad a list of segments into one :class:`Batch` (lengths on the CPU)."""
+    if not segments:
+        raise ValueError("cannot collate an empty batch")
+    ids = [s.id for s in segments]
+    kw: dict = {"alignment": spec.alignment}
+    if spec.text_encoder == "bert":
+        if any(s.bert_ids is None for s in segments):
+            raise DataFormatError(f"segment {ids[0]!r}: no BERT token ids; the dataset was not tokenized")
+        kw["bert_input_ids"] = _pad_batch_first([s.bert_ids for s in segments], 0)
+        kw["bert_attention_mask"] = _pad_batch_first([np.ones_like(s.bert_ids) for s in segments], 0)
+        kw["bert_token_type_ids"] = torch.zeros_like(kw["bert_input_ids"])
+        wp2word = [s.wp2word if s.wp2word is not None else np.full_like(s.bert_ids, -1) for s in segments]
+        kw["bert_wp2word"] = _pad_batch_first(wp2word, -1)
+    elif spec.text_encoder == "glove":
+        if any(s.text_ids is None for s in segments):
+            raise DataFormatError(f"segment {ids[0]!r}: no vocabulary ids; build the vocabulary first")
+        kw["text_ids"] = _pad_batch_first([s.text_ids for s in segments], 1).t().contiguous()  # (T, B)
+    else:
+        if any(s.text_vectors is None for s in segments):
+            raise DataFormatError(f"segment {ids[0]!r}: no precomputed word vectors")
+        kw["text_vectors"] = _pad_time_first([s.text_vectors for s in segments], segments[0].text_vectors.shape[1])
+
+    if spec.alignment == "token":
+        text_len = [len(s.bert_ids) for s in segments]
+    else:
+        text_len = [s.num_words for s in segments]
+    lengths = torch.tensor(text_len, dtype=torch.long)
+    for name, attr, width in (("visual", "visual", spec.visual_dim), ("acoustic", "acoustic", spec.acoustic_dim)):
+        letter = "v" if name == "visual" else "a"
+        use = letter in spec.modalities
+        if use and any(getattr(s, attr) is None for s in segments):
+            raise DataFormatError(f"segment {ids[0]!r} has no {name} features but modalities={spec.modalities!r}")
+        if use:
+            arrays = [getattr(s, attr) for s in segments]
+            seq_len = torch.tensor([a.shape[0] for a in arrays], dtype=torch.long)
+            if bool((seq_len == 0).any()):
+                raise DataFormatError(f"segment {ids[int((seq_len == 0).nonzero()[0])]!r}: empty {name} sequence")
+            kw[name] = _pad_time_first(arrays, arrays[0].shape[1])
+        else:
+            seq_len = lengths
+            kw[name] = torch.zeros(int(lengths.max()), len(segments), width)
+        if spec.alignment == "none":
+            kw[f"lengths_{letter}"] = seq_len
+    if spec.task == "classification":
+        labels = torch.tensor([int(s.label) for s in segments], dtype=torch.long)
+    else:
+        labels = torch.tensor([[float(s.label)] for s in segments], dtype=torch.float32)
+    return Batch(inputs=ModelInputs(lengths=lengths, **kw), labels=labels, ids=ids)
+
+
+def iterate_batches(
+    segments: Sequence[Segment],
+    spec: BatchSpec,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    max_batches: int | None = None,
+) -> Iterator[Batch]:
+    """Yield batches in file order, or shuffled with the run's seeded generator."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    order = torch.randperm(len(segments), generator=generator).tolist() if shuffle else range(len(segments))
+    order = list(order)
+    for n, start in enumerate(range(0, len(order), batch_size)):
+        if max_batches is not None and n >= max_batches:
+            return
+        yield collate([segments[i] for i in order[start : start + batch_size]], spec)
+
+
+def num_batches(n_segments: int, batch_size: int, max_batches: int | None = None) -> int:
+    n = -(-n_segments // batch_size)
+    return n if max_batches is None else min(n, max_batches)

@@ -1,0 +1,106 @@
+"""One entry point from a ``--data`` value to a :class:`CanonicalDataset`.
+
+The value is dispatched in a fixed order, so that each new source is one more branch:
+
+1. built-in names (``synthetic``, the default: the generated SYNTHETIC MOSI-shaped data);
+2. an existing path: a file by its suffix (:data:`FILE_READERS`, ``.csv`` -> text CSV), a folder by
+   :data:`FOLDER_READERS` (prepared cache folders, SDK/pickle folders: to be added);
+3. dataset names resolved under ``--data-root`` / ``MISALATCH_DATA`` (:data:`NAMED_DATASETS`,
+   ``mosi``, ``mosei``, ``ur_funny``: to be added);
+4. otherwise an error that says what is accepted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from misalatch.data.canonical import CanonicalDataset
+from misalatch.data.readers.text_csv import read_text_csv
+from misalatch.data.synthetic import make_synthetic_mosi
+from misalatch.errors import ConfigError, DataFormatError
+
+log = logging.getLogger(__name__)
+
+DATA_ROOT_ENV = "MISALATCH_DATA"
+DEFAULT_DATA = "synthetic"
+
+# file suffix (lower case) -> reader(path)
+FILE_READERS: dict[str, Callable[[Path], CanonicalDataset]] = {".csv": read_text_csv}
+# (description, is_this_layout(folder), reader(folder)); tried in order
+FOLDER_READERS: list[tuple[str, Callable[[Path], bool], Callable[[Path], CanonicalDataset]]] = []
+# dataset name -> loader(data_root, seed)
+NAMED_DATASETS: dict[str, Callable[[Path | None, int], CanonicalDataset]] = {}
+
+_SIZE_KEYS = {"train": "n_train", "valid": "n_valid", "test": "n_test",
+              "n_train": "n_train", "n_valid": "n_valid", "n_test": "n_test"}
+
+
+def resolve_data_root(data_root: str | os.PathLike[str] | None = None) -> Path | None:
+    """``data_root``, else ``$MISALATCH_DATA``, else None."""
+    value = data_root if data_root is not None else os.environ.get(DATA_ROOT_ENV) or None
+    return None if value is None else Path(value).expanduser()
+
+
+def _synthetic(sizes: dict[str, Any] | None, seed: int) -> CanonicalDataset:
+    kwargs: dict[str, Any] = {}
+    for key, value in (sizes or {}).items():
+        if key not in _SIZE_KEYS:
+            raise ConfigError(f"synthetic_sizes: unknown key {key!r} (expected train, valid, test)")
+        kwargs[_SIZE_KEYS[key]] = value
+    return make_synthetic_mosi(seed=seed, **kwargs)
+
+
+def _accepted(data_root: Path | None) -> str:
+    names = ", ".join(repr(n) for n in ["synthetic", *NAMED_DATASETS])
+    files = ", ".join(FILE_READERS)
+    root = f" (data root: {data_root})" if data_root is not None else f" (set --data-root or ${DATA_ROOT_ENV} for named datasets)"
+    return f"accepted: a name ({names}), or a path to a file ({files})" + \
+        (" or a prepared folder" if FOLDER_READERS else "") + root
+
+
+def _read_path(path: Path) -> CanonicalDataset:
+    if path.is_file():
+        reader = FILE_READERS.get(path.suffix.lower())
+        if reader is None:
+            raise DataFormatError(
+                f"{path}: cannot read files of type {path.suffix or '(no suffix)'!r}; readable: {', '.join(FILE_READERS)}"
+            )
+        return reader(path)
+    for description, matches, reader in FOLDER_READERS:
+        if matches(path):
+            log.debug("%s: reading as %s", path, description)
+            return reader(path)
+    known = ", ".join(d for d, _, _ in FOLDER_READERS) or "none yet"
+    raise DataFormatError(f"{path}: folder is not in a layout misalatch can read (known folder layouts: {known})")
+
+
+def load_dataset(spec: str = DEFAULT_DATA, *, data_root: str | None = None,
+                 synthetic_sizes: dict[str, int] | None = None, seed: int = 0) -> CanonicalDataset:
+    """Load the dataset named by ``spec`` (a ``--data`` value); see the module docstring for the order.
+
+    ``synthetic_sizes`` (keys ``train``/``valid``/``test``) and ``seed`` apply to the synthetic data.
+    A relative path is tried as given, then under the data root.
+    """
+    spec = spec.strip()
+    root = resolve_data_root(data_root)
+    if spec.lower() == "synthetic":
+        dataset = _synthetic(synthetic_sizes, seed)
+    else:
+        candidates = [Path(spec).expanduser()]
+        if root is not None and not candidates[0].is_absolute():
+            candidates.append(root / spec)
+        existing = next((p for p in candidates if p.exists()), None)
+        if existing is not None:
+            dataset = _read_path(existing)
+        elif spec.lower() in NAMED_DATASETS:
+            dataset = NAMED_DATASETS[spec.lower()](root, seed)
+        elif any(sep in spec for sep in ("/", os.sep)) or Path(spec).suffix:
+            tried = " or ".join(str(p) for p in candidates)
+            raise DataFormatError(f"no such file or folder: {tried}")
+        else:
+            raise ConfigError(f"unknown dataset {spec!r}; {_accepted(root)}")
+    dataset.validate(spec)
+    return dataset

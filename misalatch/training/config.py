@@ -1,0 +1,193 @@
+"""The typed run configuration behind ``misalatch train`` and :func:`misalatch.train`.
+
+One flat, frozen dataclass: the command line is derived from it (tyro), a YAML file fills it, and
+the resolved copy is written next to every result. Fields left at ``None`` take the dataset's
+default (MISA.md §8, §11) when the run starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from misalatch.errors import ConfigError
+from misalatch.models.config import FEEDBACK_VARIANTS
+
+BATCH_SIZES = {"mosi": 64, "mosei": 16, "ur_funny": 32}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs. Command-line flags use these names (``--max-epochs``)."""
+
+    # --- data ---
+    data: str = "synthetic"
+    """'synthetic' (built-in, labelled synthetic), a text CSV, a prepared folder, or mosi|mosei|ur_funny."""
+    data_root: Optional[str] = None
+    """Where mosi|mosei|ur_funny live (default: the MISALATCH_DATA environment variable)."""
+    modalities: str = "tav"
+    """Modalities to use (t = text, a = acoustic, v = visual); others are fed as zeros."""
+    synthetic_size: tuple[int, int, int] = (600, 120, 200)
+    """Train/valid/test sizes of the synthetic dataset."""
+    # --- text encoder ---
+    text_encoder: Optional[str] = None
+    """minilm (offline default), a BERT folder or cached hub id, glove, glove:FILE.txt, learned, vectors."""
+    max_wordpieces: int = 128
+    """BERT wordpiece budget including [CLS]/[SEP]; truncated segments are counted and reported."""
+    bert_freeze: Optional[str] = None
+    """none | all | layers:k (default per dataset: mosi none, mosei layers:8, ur_funny all)."""
+    freeze_embeddings: bool = False
+    """Freeze the GloVe matrix (the original trained it)."""
+    # --- model ---
+    hidden_size: int = 128
+    dropout: float = 0.5
+    activation: Literal["relu", "leaky_relu", "elu", "tanh"] = "relu"
+    rnncell: Literal["lstm", "gru"] = "lstm"
+    similarity: Literal["cmd", "adversarial"] = "cmd"
+    cmd_moments: int = 5
+    reverse_grad_weight: float = 1.0
+    diff_weight: float = 0.3
+    sim_weight: float = 1.0
+    recon_weight: float = 1.0
+    # --- MMLatch feedback ---
+    feedback: Literal["none", "sequence", "sequence-mlp", "static", "static-projected"] = "none"
+    mask_combine: Literal["mean", "product", "max"] = "mean"
+    mask_dropout: float = 0.1
+    generator_dropout: float = 0.1
+    feedback_detach: bool = False
+    """Detach the first pass before the mask generators."""
+    # --- optimisation ---
+    batch_size: Optional[int] = None
+    """Default per dataset: mosi 64, mosei 16, ur_funny 32."""
+    lr: float = 1e-4
+    clip_value: float = 1.0
+    """Gradient clipping by value (0 disables)."""
+    max_epochs: int = 500
+    patience: int = 6
+    trials: int = 1
+    """Times the best checkpoint is restored with a decayed learning rate before stopping."""
+    lr_decay: float = 0.5
+    dev_loss_reduction: Literal["batch_mean", "sample_mean"] = "batch_mean"
+    max_batches_per_epoch: Optional[int] = None
+    """Cap on training batches per epoch (smoke tests)."""
+    # --- run ---
+    seed: int = 1111
+    seeds: Optional[tuple[int, ...]] = None
+    """Several seeds: one run each, then mean ± std (overrides --seed)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    out: Optional[str] = None
+    """Output folder (default runs/<data>-<feedback>)."""
+    overwrite: bool = False
+    """Replace an existing run folder (otherwise refuse, so nothing is lost)."""
+
+    def __post_init__(self) -> None:
+        if not self.modalities or set(self.modalities) - set("tav") or len(set(self.modalities)) != len(self.modalities):
+            raise ConfigError(f"modalities={self.modalities!r}: use letters from 'tav' (e.g. t, ta, tav)")
+        if "t" not in self.modalities:
+            raise ConfigError("modalities must include text ('t'): MISA's text branch cannot be switched off")
+        if self.feedback not in FEEDBACK_VARIANTS:
+            raise ConfigError(f"feedback={self.feedback!r} is not one of {', '.join(FEEDBACK_VARIANTS)}")
+        if self.bert_freeze is not None and not re.match(r"^(none|all|layers:\d+)$", self.bert_freeze):
+            raise ConfigError(f"bert_freeze={self.bert_freeze!r}: expected none, all or layers:<k>")
+        positive = ("max_wordpieces", "hidden_size", "max_epochs", "trials", "cmd_moments")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_wordpieces < 3:
+            raise ConfigError("max_wordpieces must leave room for [CLS], one wordpiece and [SEP] (>= 3)")
+        if self.patience < 0:
+            raise ConfigError(f"patience must be >= 0, got {self.patience}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.clip_value < 0:
+            raise ConfigError(f"clip_value must be >= 0, got {self.clip_value}")
+        if len(self.synthetic_size) != 3 or min(self.synthetic_size) < 1:
+            raise ConfigError(f"synthetic_size needs three positive sizes (train valid test), got {self.synthetic_size}")
+
+    @property
+    def run_seeds(self) -> tuple[int, ...]:
+        return tuple(self.seeds) if self.seeds else (self.seed,)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for key, value in out.items():
+            if isinstance(value, tuple):
+                out[key] = list(value)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> "TrainConfig":
+        """Build from a dict (YAML), rejecting unknown keys and wrong types with the key's name."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        clean: dict[str, Any] = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name not in fields:
+                near = difflib.get_close_matches(name, fields, n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                raise ConfigError(f"{source}: unknown key {key!r}{hint}")
+            clean[name] = _coerce(name, value, getattr(cls, name, None), source)
+        try:
+            return cls(**clean)
+        except TypeError as err:
+            raise ConfigError(f"{source}: {err}") from err
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such config file")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})") from err
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
+        values.pop("resolved", None)  # a resolved config written by a run can be reused as input
+        return cls.from_dict(values, source=str(path))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
+    """Check a YAML value against the field's default type; tuples come as lists."""
+    if value is None or default is None:
+        if name in ("synthetic_size", "seeds") and isinstance(value, list):
+            return tuple(int(v) for v in value)
+        return value
+    expected = type(default)
+    if expected is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {name} must be a list, got {value!r}")
+        return tuple(int(v) for v in value)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is bool and not isinstance(value, bool):
+        raise ConfigError(f"{source}: {name} must be true or false, got {value!r}")
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ConfigError(f"{source}: {name} must be {expected.__name__}, got {value!r}")
+    return value
+
+
+def dataset_family(dataset_name: str) -> str:
+    """mosi | mosei | ur_funny: whose original defaults (batch size, BERT freezing) apply."""
+    name = dataset_name.lower()
+    if "mosei" in name:
+        return "mosei"
+    if "funny" in name or "humor" in name:
+        return "ur_funny"
+    return "mosi"

@@ -1,0 +1,41 @@
+"""Patience / trials / learning-rate decay exactly as MISA.md §11 specifies."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Decision:
+    improved: bool  # store the current model and optimiser as the best
+    restore: bool  # reload the best model and optimiser, multiply the lr by the decay
+    stop: bool  # training ends after this epoch
+
+
+class EarlyStopping:
+    """After each epoch: ``dev_loss <= best`` improves (ties count) and resets the patience.
+
+    Otherwise the patience counter drops; after ``patience + 1`` consecutive non-improving epochs
+    the best state is restored with a decayed learning rate, and after ``trials`` such restores
+    training stops. ``trials = 1`` is the original's behaviour (stop after ``patience + 1`` bad
+    epochs, best weights restored).
+    """
+
+    def __init__(self, patience: int, trials: int) -> None:
+        self.patience = patience
+        self.best = math.inf
+        self.left = patience
+        self.trials_left = trials
+
+    def step(self, dev_loss: float) -> Decision:
+        if dev_loss <= self.best:
+            self.best = dev_loss
+            self.left = self.patience
+            return Decision(improved=True, restore=False, stop=False)
+        self.left -= 1
+        if self.left >= 0:
+            return Decision(improved=False, restore=False, stop=False)
+        self.trials_left -= 1
+        self.left = self.patience
+        return Decision(improved=False, restore=True, stop=self.trials_left <= 0)

