@@ -30,7 +30,11 @@ def _lazy(module: str, attr: str) -> Command:
 
 
 COMMANDS: dict[str, tuple[str, Command]] = {
+    "train": ("train MISA or a MISA+MMLatch variant (default: built-in SYNTHETIC data)", _lazy("misalatch.training.commands", "train_main")),
+    "evaluate": ("re-evaluate a saved run", _lazy("misalatch.training.commands", "evaluate_main")),
+    "predict": ("write one prediction per segment id as CSV", _lazy("misalatch.training.commands", "predict_main")),
     "check-parity": ("compare the MISA model with golden vectors of the original code", _lazy("misalatch.models.parity", "main")),
+    "prepare": ("read a dataset in any standard format into a prepared folder", _lazy("misalatch.data.prepare", "main")),
 }
 
 

@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
-HF_HUB_OFFLINE=1 .venv/bin/misalatch train --out runs/demo "$@"
+HF_HUB_OFFLINE=1 .venv/bin/misalatch train --out runs/demo --overwrite --max-epochs 6 "$@"

@@ -172,6 +172,11 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def source_entry(path: str | os.PathLike[str]) -> dict[str, str]:
+    """One ``meta["sources"]`` entry: ``{"path", "sha256"}`` (the text CSV reader's layout)."""
+    return {"path": str(path), "sha256": sha256_file(path)}
+
+
 class NonFiniteCounter:
     """Replace NaN/±inf by 0 (DATA.md §3.5 step 1) and count them per field for ``meta["nonfinite"]``."""
 

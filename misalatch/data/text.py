@@ -260,3 +260,16 @@ def build_vocab(dataset: CanonicalDataset, vectors: WordVectors | None = None, *
     text_encoder = vectors.name if vectors is not None else "learned"
     return dataset.replace(splits=new_splits, vocab=vocab, embedding=embedding, meta=meta,
                            text_encoder=text_encoder)
+
+
+def apply_vocab(dataset: CanonicalDataset, vocab: list[str]) -> CanonicalDataset:
+    """Map words to the ids of an existing vocabulary (a saved run's); unknown words get ``<unk>`` 0."""
+    _require_words(dataset, "mapping words to a vocabulary")
+    index = {word: i for i, word in enumerate(vocab)}
+    splits = {
+        split: [seg if seg.words is None else
+                dataclasses.replace(seg, text_ids=np.array([index.get(w, 0) for w in seg.words], dtype=np.int64))
+                for seg in segs]
+        for split, segs in dataset.splits.items()
+    }
+    return dataset.replace(splits=splits, vocab=list(vocab))

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from misalatch.errors import ResourceNotFoundError
+
 log = logging.getLogger(__name__)
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -84,7 +86,19 @@ def build_bert(bert_config: dict[str, Any] | None = None, path: str | None = Non
     from transformers import BertConfig, BertModel
 
     if path is not None:
-        return BertModel.from_pretrained(path, add_pooling_layer=False, local_files_only=True)
+        from transformers.utils import logging as hf_logging
+
+        # Without the pooler, HF would print a load report listing the (unused) pooler weights.
+        level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        try:
+            return BertModel.from_pretrained(path, add_pooling_layer=False, local_files_only=True)
+        except OSError as err:
+            raise ResourceNotFoundError(f"{path}: cannot load a BERT model from this folder ({err})") from err
+        finally:
+            hf_logging.set_verbosity(level)
+            hf_logging.enable_progress_bar()
     if bert_config is None:
         raise ValueError("build_bert needs a path or a bert_config")
     return BertModel(BertConfig(**bert_config), add_pooling_layer=False)

@@ -1,4 +1,4 @@
-"""The text + label CSV reader on the real MOSI table and on broken files."""
+"""The text + label CSV reader (real MOSI table, broken files) and the --data dispatch that reaches it."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from misalatch.data.loading import load_dataset
 from misalatch.data.readers.text_csv import read_text_csv
-from misalatch.errors import DataFormatError
+from misalatch.errors import ConfigError, DataFormatError
 
 EMPTY_MOSI = {"2WGyTLYerpo_44", "5W7Z1C_fDaE_24", "BioHAh1qJAQ_30", "lXPQBPVc5Cw_30"}  # DATA.md §11.3
 
@@ -83,3 +84,33 @@ def test_bad_files_name_file_line_and_field(tmp_path, text, pattern):
 def test_missing_file(tmp_path):
     with pytest.raises(DataFormatError, match=r"nope\.csv: no such file"):
         read_text_csv(tmp_path / "nope.csv")
+
+
+# ---- load_dataset: the --data dispatch ----------------------------------------------------------
+def test_load_dataset_synthetic_default():
+    ds = load_dataset("synthetic", synthetic_sizes={"train": 12, "valid": 3, "test": 4}, seed=5)
+    assert ds.synthetic and ds.split_sizes() == {"train": 12, "valid": 3, "test": 4}
+    assert ds.meta["options"]["seed"] == 5
+    assert load_dataset().split_sizes() == {"train": 600, "valid": 120, "test": 200}
+    with pytest.raises(ConfigError, match="synthetic_sizes: unknown key 'dev'"):
+        load_dataset("synthetic", synthetic_sizes={"dev": 3})
+
+
+def test_load_dataset_csv_by_path_and_under_data_root(tmp_path, monkeypatch):
+    path = _write(tmp_path, GOOD, name="mine.csv")
+    assert load_dataset(str(path)).split_sizes() == {"train": 1, "valid": 1, "test": 1}
+    assert load_dataset("mine.csv", data_root=str(tmp_path)).name == "mine"
+    monkeypatch.setenv("MISALATCH_DATA", str(tmp_path))
+    assert load_dataset("mine.csv").name == "mine"
+
+
+def test_load_dataset_errors(tmp_path):
+    with pytest.raises(DataFormatError, match=r"no such file or folder: .*nope\.csv"):
+        load_dataset(str(tmp_path / "nope.csv"))
+    with pytest.raises(ConfigError, match=r"unknown dataset 'mosy'; accepted: .*'synthetic'.*\.csv"):
+        load_dataset("mosy")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(DataFormatError, match=r"notes\.txt: cannot read files of type '\.txt'"):
+        load_dataset(str(tmp_path / "notes.txt"))
+    with pytest.raises(DataFormatError, match="folder is not in a layout misalatch can read"):
+        load_dataset(str(tmp_path))

@@ -26,13 +26,13 @@ from misalatch.data.safe_pickle import (
     infer_dataset_name,
     load_embedding_and_mapping,
     safe_load,
-    sha256_file,
+    source_entry,
 )
 from misalatch.errors import DataFormatError
 
 log = logging.getLogger(__name__)
 
-FORMAT = "misa"
+READER = "misa"
 SPLIT_FILES: dict[str, tuple[str, ...]] = {
     "train": ("train.pkl",),
     "valid": ("dev.pkl", "valid.pkl"),
@@ -134,14 +134,14 @@ def read_misa_pickles(path: str | os.PathLike[str], *, dataset: str | None = Non
     nonfinite = NonFiniteCounter()
     pairs: dict[int, str] = {0: "<unk>", 1: "<pad>"}
     conflicts: Counter[str] = Counter()
-    sources: dict[str, str] = {}
+    sources: list[dict[str, str]] = []
     splits: dict[str, list[Segment]] = {}
     layout: dict[str, bool] = {}
     dropped: Counter[str] = Counter()
     dropped_by_split: dict[str, dict[str, int]] = {}
     for split in SPLITS:
         file = _split_file(folder, split)
-        sources[str(file)] = sha256_file(file)
+        sources.append(source_entry(file))
         splits[split], layout[split], drops = _read_split(file, split, nonfinite, pairs, conflicts)
         if drops:
             dropped.update(drops)
@@ -169,7 +169,7 @@ def read_misa_pickles(path: str | os.PathLike[str], *, dataset: str | None = Non
     embedding = None
     if emb_path.is_file():
         embedding, word2id = load_embedding_and_mapping(emb_path)
-        sources[str(emb_path)] = sha256_file(emb_path)
+        sources.append(source_entry(emb_path))
         if max_id >= embedding.shape[0]:
             raise DataFormatError(
                 f"{folder}: word id {max_id} in the pickles is outside the {embedding.shape[0]}-row "
@@ -196,9 +196,9 @@ def read_misa_pickles(path: str | os.PathLike[str], *, dataset: str | None = Non
         num_classes=2 if classification else 1,
         vocab=vocab,
         embedding=embedding,
-        text_encoder="glove",
+        text_encoder=f"glove:{EMBEDDING_FILE}" if embedding is not None else "learned",
         meta={
-            "format": FORMAT,
+            "reader": READER,
             "sources": sources,
             "dropped": dict(dropped),
             "dropped_by_split": dropped_by_split,

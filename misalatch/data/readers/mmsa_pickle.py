@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 
 from misalatch.data.canonical import SPLITS, CanonicalDataset, Segment
-from misalatch.data.safe_pickle import NonFiniteCounter, describe, infer_dataset_name, safe_load, sha256_file
+from misalatch.data.safe_pickle import NonFiniteCounter, describe, infer_dataset_name, safe_load, source_entry
 from misalatch.errors import DataFormatError
 
 log = logging.getLogger(__name__)
 
-FORMAT = "mmsa"
+READER = "mmsa"
 REQUIRED_KEYS = ("text_bert", "audio", "vision", "regression_labels")
 
 
@@ -161,10 +161,10 @@ def read_mmsa_pickle(path: str | os.PathLike[str], *, dataset: str | None = None
         splits=splits,
         alignment=alignment,
         num_classes=1,
-        text_encoder="bert",
+        text_encoder="bert-base-uncased",  # the vocabulary of the stored ids
         meta={
-            "format": FORMAT,
-            "sources": {str(path): sha256_file(path)},
+            "reader": READER,
+            "sources": [source_entry(path)],
             "dropped": dict(dropped),
             "dropped_by_split": dropped_by_split,
             "nonfinite": dict(nonfinite.counts),

@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 
 from misalatch.data.canonical import SPLITS, CanonicalDataset, Segment
-from misalatch.data.safe_pickle import NonFiniteCounter, describe, infer_dataset_name, safe_load, sha256_file
+from misalatch.data.safe_pickle import NonFiniteCounter, describe, infer_dataset_name, safe_load, source_entry
 from misalatch.errors import ConfigError, DataFormatError
 
 log = logging.getLogger(__name__)
 
-FORMAT = "mult"
+READER = "mult"
 MODALITY_KEYS = ("text", "audio", "vision")
 
 
@@ -164,8 +164,8 @@ def read_mult_pickle(
         num_classes=2 if task == "classification" else 1,
         text_encoder="vectors",
         meta={
-            "format": FORMAT,
-            "sources": {str(path): sha256_file(path)},
+            "reader": READER,
+            "sources": [source_entry(path)],
             "dropped": dict(dropped),
             "dropped_by_split": dropped_by_split,
             "nonfinite": dict(nonfinite.counts),

@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 
 from misalatch.data.canonical import SPLITS, CanonicalDataset, Segment
-from misalatch.data.safe_pickle import NonFiniteCounter, describe, safe_load, sha256_file
+from misalatch.data.safe_pickle import NonFiniteCounter, describe, safe_load, source_entry
 from misalatch.errors import ConfigError, DataFormatError
 
 log = logging.getLogger(__name__)
 
-FORMAT = "urfunny"
+READER = "urfunny"
 TEXT_ID_OFFSET = 2  # ids 0 and 1 are <unk> and <pad>
 FOLD_NAMES = {"train": "train", "dev": "valid", "valid": "valid", "test": "test"}
 UNASSIGNED = "unassigned"
@@ -197,7 +197,7 @@ def read_urfunny(
         "openface": _find(folder, FILES["openface"]),
         "embedding": _find(folder, FILES["embedding"], required=version == 1),
     }
-    sources = {str(p): sha256_file(p) for p in paths.values() if p is not None}
+    sources = [source_entry(p) for p in paths.values() if p is not None]
     folds = _parse_folds(safe_load(paths["folds"]), paths["folds"])
     labels = _parse_labels(safe_load(paths["labels"]), paths["labels"])
     text = _by_key(safe_load(paths["text"]), paths["text"], "word indexes")
@@ -287,9 +287,9 @@ def read_urfunny(
         alignment="word",
         num_classes=2,
         embedding=embedding,
-        text_encoder="glove",
+        text_encoder=f"glove:{FILES['embedding']}" if embedding is not None else "learned",
         meta={
-            "format": FORMAT,
+            "reader": READER,
             "sources": sources,
             "dropped": dict(dropped),
             "dropped_by_split": dropped_by_split,

@@ -1,0 +1,156 @@
+"""``misalatch prepare``: read a dataset in any standard format and write a prepared folder.
+
+The prepared folder (DATA.md §3.8, :mod:`misalatch.data.cache`) is pickle-free and is what
+``--data DIR`` loads afterwards, so third-party pickles are opened (safely) exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+from misalatch.data.canonical import CanonicalDataset
+from misalatch.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+Format = Literal["csd", "mmsa", "mult", "misa", "urfunny", "csv"]
+CSD_FLAGS = ("labels", "words", "visual", "acoustic", "folds")
+_DESCRIPTION = (
+    "Read a dataset in a standard format into a prepared folder for --data. Examples: "
+    "misalatch prepare --format mmsa --input MOSI/aligned_50.pkl --out prepared/mosi-mmsa; "
+    "misalatch prepare --format urfunny --input ted_humor_sdk_v1 --version 1 --out prepared/ur_funny; "
+    "misalatch prepare --format csd --dataset mosi --labels CMU_MOSI_Opinion_Labels.csd "
+    "--words CMU_MOSI_TimestampedWords.csd --visual CMU_MOSI_Visual_Facet_41.csd "
+    "--acoustic CMU_MOSI_COVAREP.csd --out prepared/mosi"
+)
+
+
+@dataclass(frozen=True)
+class PrepareArgs:
+    """Flags of ``misalatch prepare``."""
+
+    format: Format
+    """Input format: csd (CMU-SDK .csd files), mmsa (aligned_50/unaligned_50.pkl), mult (MulT/MultiBench
+    .pkl), misa (folder with train.pkl, dev.pkl, test.pkl), urfunny (UR-FUNNY release folder), csv
+    (segment_id,text,label,split table)."""
+    out: str
+    """Prepared folder to write (must not exist or be empty, unless --overwrite)."""
+    input: Optional[str] = None
+    """mmsa, mult, csv: the file; misa, urfunny: the folder (or a file in it)."""
+    labels: Optional[str] = None
+    """csd: label sequence (e.g. CMU_MOSI_Opinion_Labels.csd)."""
+    words: Optional[str] = None
+    """csd: word sequence (e.g. CMU_MOSI_TimestampedWords.csd)."""
+    visual: Optional[str] = None
+    """csd: visual sequence (e.g. CMU_MOSI_Visual_Facet_41.csd)."""
+    acoustic: Optional[str] = None
+    """csd: acoustic sequence (e.g. CMU_MOSI_COVAREP.csd)."""
+    folds: Optional[str] = None
+    """csd: fold lists JSON (default: the standard folds shipped with misalatch)."""
+    dataset: Optional[str] = None
+    """Dataset name (mosi, mosei, ur_funny); default: from the file names (csd: mosi)."""
+    version: Optional[Literal[1, 2]] = None
+    """urfunny: release version (default: detected from the files)."""
+    task: Optional[Literal["regression", "classification"]] = None
+    """mult: override the task (default: classification for humor.pkl / ur_funny, else regression)."""
+    normalize: bool = True
+    """csd, urfunny: z-normalise visual/acoustic per segment (DATA.md §3.5)."""
+    impute: bool = False
+    """csd: fill missing visual/acoustic words with zeros (MMLatch) instead of dropping the segment."""
+    overwrite: bool = False
+    """Replace an existing prepared folder at --out."""
+
+
+def _check_flags(args: PrepareArgs) -> None:
+    """Each flag belongs to some formats; a misplaced one is an error rather than silently ignored."""
+    given = {name for name in CSD_FLAGS if getattr(args, name) is not None}
+    if args.format == "csd":
+        if args.input is not None:
+            raise ConfigError("--input is not used with --format csd; give --labels, --words, --visual, --acoustic")
+        missing = [f"--{n}" for n in ("labels", "words") if getattr(args, n) is None]
+        if missing:
+            raise ConfigError(f"--format csd needs {' and '.join(missing)}")
+    else:
+        if given:
+            flags = ", ".join(f"--{n}" for n in CSD_FLAGS if n in given)
+            raise ConfigError(f"{flags} apply to --format csd only; use --input for --format {args.format}")
+        if args.input is None:
+            raise ConfigError(f"--format {args.format} needs --input PATH")
+        if not Path(args.input).exists():
+            raise ConfigError(f"--input {args.input}: no such file or folder")
+    if args.version is not None and args.format != "urfunny":
+        raise ConfigError("--version applies to --format urfunny only")
+    if args.task is not None and args.format != "mult":
+        raise ConfigError("--task applies to --format mult only")
+    if args.impute and args.format != "csd":
+        raise ConfigError("--impute applies to --format csd only")
+    if not args.normalize and args.format not in ("csd", "urfunny"):
+        log.warning("--no-normalize has no effect with --format %s (features are used as stored)", args.format)
+
+
+def read_any(args: PrepareArgs) -> CanonicalDataset:
+    """Read the input that ``args`` describes with the matching reader."""
+    _check_flags(args)
+    if args.format == "csd":
+        from misalatch.data.readers.csd import build_csd_dataset
+
+        return build_csd_dataset(
+            labels=args.labels, words=args.words, visual=args.visual, acoustic=args.acoustic,
+            dataset=args.dataset or "mosi", folds=args.folds, normalize=args.normalize,
+            impute=args.impute, progress=False,
+        )
+    assert args.input is not None
+    if args.format == "mmsa":
+        from misalatch.data.readers.mmsa_pickle import read_mmsa_pickle
+
+        return read_mmsa_pickle(args.input, dataset=args.dataset)
+    if args.format == "mult":
+        from misalatch.data.readers.mult_pickle import read_mult_pickle
+
+        return read_mult_pickle(args.input, dataset=args.dataset, task=args.task)
+    if args.format == "misa":
+        from misalatch.data.readers.misa_pickle import read_misa_pickles
+
+        return read_misa_pickles(args.input, dataset=args.dataset)
+    if args.format == "urfunny":
+        from misalatch.data.readers.urfunny import read_urfunny
+
+        ds = read_urfunny(args.input, version=args.version, normalize=args.normalize)
+    else:
+        from misalatch.data.readers.text_csv import read_text_csv
+
+        ds = read_text_csv(args.input)
+    return ds.replace(name=args.dataset) if args.dataset else ds
+
+
+def _log_summary(ds: CanonicalDataset) -> None:
+    sizes = ds.split_sizes()
+    dims = ", ".join(f"{k} {v}" for k, v in (("visual", ds.visual_dim), ("acoustic", ds.acoustic_dim),
+                                              ("text vectors", ds.text_vector_dim)) if v is not None)
+    log.info("%s (%s, %s, alignment %s): train %d / valid %d / test %d segments%s", ds.name, ds.task,
+             ds.meta.get("reader", "?"), ds.alignment, sizes["train"], sizes["valid"], sizes["test"],
+             f"; dims {dims}" if dims else "")
+    log.info("dropped: %s", ds.meta.get("dropped") or "none")
+    log.info("non-finite values set to 0: %s", ds.meta.get("nonfinite") or "none")
+
+
+def main(argv: list[str]) -> int:
+    """``misalatch prepare --format F ... --out DIR``; returns the exit code."""
+    import tyro
+
+    from misalatch.data.cache import check_out_dir, read_prepared_info, save_prepared
+
+    try:
+        args = tyro.cli(PrepareArgs, args=argv, prog="misalatch prepare", description=_DESCRIPTION)
+    except SystemExit as exit_:  # --help, or a flag tyro could not parse (it printed why)
+        return int(exit_.code or 0)
+    check_out_dir(args.out, overwrite=args.overwrite)  # fail before a long read, not after
+    ds = read_any(args)
+    _log_summary(ds)
+    out = save_prepared(ds, args.out, overwrite=args.overwrite)
+    info = read_prepared_info(out)
+    print(f"written: {out} ({info['fingerprint']})")
+    return 0
