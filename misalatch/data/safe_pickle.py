@@ -119,6 +119,16 @@ def _defaultdict_as_dict(default_factory: object = None, *args: object) -> dict:
     return dict(*args)
 
 
+def _torch_reason(message: str) -> str:
+    """The informative line of torch's long weights-only refusal (e.g. the refused GLOBAL)."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    for ln in lines:
+        if "GLOBAL" in ln or "WeightsUnpickler error" in ln or "Unsupported" in ln:
+            i = lines.index(ln)
+            return " ".join(lines[i:i + 2] if ln.endswith(":") else [ln])[:300]
+    return (lines[-1] if lines else message)[:300]
+
+
 def load_embedding_and_mapping(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, int]]:
     """Read the original MISA ``embedding_and_mapping.pt``: ``(embedding (V, d_e) float32, word2id)``.
 
@@ -138,8 +148,8 @@ def load_embedding_and_mapping(path: str | os.PathLike[str]) -> tuple[np.ndarray
     except pickle.UnpicklingError as err:
         raise UnsafePickleError(
             f"{path}: refused by torch.load(weights_only=True) with only collections.defaultdict and "
-            f"create_dataset.return_unk allowed ({str(err).strip().splitlines()[-1][:300]}); the "
-            "pickles' word ids suffice for evaluation, so the file can be left out"
+            f"create_dataset.return_unk allowed ({_torch_reason(str(err))}); the pickles' word ids "
+            "suffice for evaluation, so the file can be left out"
         ) from err
     except (RuntimeError, EOFError, ValueError, OSError) as err:
         raise DataFormatError(f"{path}: not a readable torch file ({type(err).__name__}: {err})") from err

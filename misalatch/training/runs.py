@@ -327,7 +327,7 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **overrides: Any) 
         result.aggregate = aggregate([r.test for r in runs])
         group = {"dataset": setup.dataset.name + (" (synthetic)" if setup.dataset.synthetic else ""),
                  "feedback": config.feedback, "text_encoder": setup.text.description.split(" (")[0], "split": "test"}
-        write_aggregate([AggregateRow(group=group, seeds=list(seeds), metrics=[r.test for r in runs])], out)
+        write_aggregate([AggregateRow(group=group, seeds=list(seeds), metrics=result.aggregate)], out)
     return result
 
 

@@ -1,0 +1,39 @@
+"""Patience / trials / lr-decay semantics (MISA.md §11)."""
+
+from __future__ import annotations
+
+from misalatch.training.early_stopping import EarlyStopping
+
+
+def _run(losses: list[float], patience: int, trials: int) -> list[tuple[bool, bool, bool]]:
+    stopper = EarlyStopping(patience, trials)
+    out = []
+    for loss in losses:
+        d = stopper.step(loss)
+        out.append((d.improved, d.restore, d.stop))
+        if d.stop:
+            break
+    return out
+
+
+def test_original_behaviour_stops_after_patience_plus_one_bad_epochs() -> None:
+    decisions = _run([1.0] + [2.0] * 10, patience=6, trials=1)
+    assert len(decisions) == 8  # 1 good + 7 bad epochs
+    assert decisions[-1] == (False, True, True)  # best restored, then stop
+    assert all(not r for _, r, _ in decisions[:-1])
+
+
+def test_ties_count_as_improvements() -> None:
+    assert [d[0] for d in _run([1.0, 1.0, 1.0], patience=0, trials=1)] == [True, True, True]
+
+
+def test_trials_restore_then_continue() -> None:
+    # patience 1, trials 2: two bad epochs -> restore (continue), two more bad -> restore + stop
+    decisions = _run([1.0, 2.0, 2.0, 2.0, 2.0, 2.0], patience=1, trials=2)
+    assert decisions == [(True, False, False), (False, False, False), (False, True, False),
+                         (False, False, False), (False, True, True)]
+
+
+def test_improvement_resets_patience() -> None:
+    decisions = _run([3.0, 4.0, 2.0, 4.0, 4.0], patience=1, trials=1)
+    assert [d[1] for d in decisions] == [False, False, False, False, True]
