@@ -26,7 +26,7 @@ BATCH_SIZES = {"mosi": 64, "mosei": 16, "ur_funny": 32}
 class TrainConfig:
     """Everything a training run needs. Command-line flags use these names (``--max-epochs``)."""
 
-    # --- data ---
+
     data: str = "synthetic"
     """'synthetic' (built-in, labelled synthetic), a text CSV, a prepared folder, or mosi|mosei|ur_funny."""
     data_root: Optional[str] = None
@@ -35,7 +35,7 @@ class TrainConfig:
     """Modalities to use (t = text, a = acoustic, v = visual); others are fed as zeros."""
     synthetic_size: tuple[int, int, int] = (600, 120, 200)
     """Train/valid/test sizes of the synthetic dataset."""
-    # --- text encoder ---
+
     text_encoder: Optional[str] = None
     """minilm (offline default), a BERT folder or cached hub id, glove, glove:FILE.txt, learned, vectors."""
     max_wordpieces: int = 128
@@ -44,43 +44,64 @@ class TrainConfig:
     """none | all | layers:k (default per dataset: mosi none, mosei layers:8, ur_funny all)."""
     freeze_embeddings: bool = False
     """Freeze the GloVe matrix (the original trained it)."""
-    # --- model ---
+
     hidden_size: int = 128
+    """H, the width of every shared/private code."""
     dropout: float = 0.5
+    """Dropout of the fusion MLP and the discriminator."""
     activation: Literal["relu", "leaky_relu", "elu", "tanh"] = "relu"
+    """Activation of the projections and the fusion MLP."""
     rnncell: Literal["lstm", "gru"] = "lstm"
+    """Cell of the sLSTM blocks (GRU is an option the golden vectors do not cover)."""
     similarity: Literal["cmd", "adversarial"] = "cmd"
+    """Similarity loss: central moment discrepancy or a domain discriminator behind gradient reversal."""
     cmd_moments: int = 5
+    """K, the number of CMD moments."""
     reverse_grad_weight: float = 1.0
+    """Gradient reversal scale (adversarial similarity)."""
     diff_weight: float = 0.3
+    """Weight of the difference (orthogonality) loss."""
     sim_weight: float = 1.0
+    """Weight of the similarity loss."""
     recon_weight: float = 1.0
-    # --- MMLatch feedback ---
+    """Weight of the reconstruction loss."""
+
     feedback: Literal["none", "sequence", "sequence-mlp", "static", "static-projected"] = "none"
+    """MMLatch feedback variant; none is the plain MISA reproduction."""
     mask_combine: Literal["mean", "product", "max"] = "mean"
+    """How the two source masks of a target are combined."""
     mask_dropout: float = 0.1
+    """Dropout on the combined masks, training only."""
     generator_dropout: float = 0.1
+    """Dropout on LSTM mask-generator outputs, training only."""
     feedback_detach: bool = False
     """Detach the first pass before the mask generators."""
-    # --- optimisation ---
+
     batch_size: Optional[int] = None
     """Default per dataset: mosi 64, mosei 16, ur_funny 32."""
     lr: float = 1e-4
+    """Adam learning rate (every parameter, BERT included)."""
     clip_value: float = 1.0
     """Gradient clipping by value (0 disables)."""
     max_epochs: int = 500
+    """Upper bound on epochs."""
     patience: int = 6
+    """Non-improving epochs tolerated; patience + 1 in a row trigger a restore."""
     trials: int = 1
     """Times the best checkpoint is restored with a decayed learning rate before stopping."""
     lr_decay: float = 0.5
+    """Learning-rate factor applied at each restore."""
     dev_loss_reduction: Literal["batch_mean", "sample_mean"] = "batch_mean"
+    """Dev loss for model selection: mean of batch means (original) or over samples."""
     max_batches_per_epoch: Optional[int] = None
     """Cap on training batches per epoch (smoke tests)."""
-    # --- run ---
+
     seed: int = 1111
+    """Seed for Python, NumPy, torch and the batch shuffling."""
     seeds: Optional[tuple[int, ...]] = None
     """Several seeds: one run each, then mean ± std (overrides --seed)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto picks CUDA when available."""
     out: Optional[str] = None
     """Output folder (default runs/<data>-<feedback>)."""
     overwrite: bool = False
