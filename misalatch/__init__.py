@@ -1,7 +1,35 @@
-"""misalatch: MISA and MISA+MMLatch for multimodal sentiment analysis."""
+"""misalatch: MISA and MISA+MMLatch for multimodal sentiment analysis.
+
+The top-level names are imported lazily, so ``import misalatch`` stays light (no torch import until
+a name that needs it is used).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+_LAZY = {
+    "train": ("misalatch.training.runs", "train"),
+    "load_run": ("misalatch.training.runs", "load_run"),
+    "TrainConfig": ("misalatch.training.config", "TrainConfig"),
+    "TrainResult": ("misalatch.training.runs", "TrainResult"),
+    "MisaConfig": ("misalatch.models.config", "MisaConfig"),
+    "MISA": ("misalatch.models.misa", "MISA"),
+    "MisaOutput": ("misalatch.models.outputs", "MisaOutput"),
+    "ModelInputs": ("misalatch.models.outputs", "ModelInputs"),
+    "load_dataset": ("misalatch.data.loading", "load_dataset"),
+    "compute_metrics": ("misalatch.evaluation.metrics", "compute_metrics"),
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'misalatch' has no attribute {name!r}")

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from misalatch.data.cache import is_prepared, load_prepared
 from misalatch.data.canonical import CanonicalDataset
 from misalatch.data.readers.text_csv import read_text_csv
 from misalatch.data.synthetic import make_synthetic_mosi
@@ -30,9 +31,38 @@ DEFAULT_DATA = "synthetic"
 # file suffix (lower case) -> reader(path)
 FILE_READERS: dict[str, Callable[[Path], CanonicalDataset]] = {".csv": read_text_csv}
 # (description, is_this_layout(folder), reader(folder)); tried in order
-FOLDER_READERS: list[tuple[str, Callable[[Path], bool], Callable[[Path], CanonicalDataset]]] = []
+FOLDER_READERS: list[tuple[str, Callable[[Path], bool], Callable[[Path], CanonicalDataset]]] = [
+    ("prepared dataset (meta.json, written by `misalatch prepare`)", is_prepared, load_prepared),
+]
 # dataset name -> loader(data_root, seed)
 NAMED_DATASETS: dict[str, Callable[[Path | None, int], CanonicalDataset]] = {}
+
+
+def _named_under_root(name: str) -> Callable[[Path | None, int], CanonicalDataset]:
+    """``<data_root>/<name>`` (or its upper-case spelling, as in MISA's ``datasets/MOSI``), read
+    like any ``--data`` folder; the error lists every place looked at."""
+
+    def load(root: Path | None, seed: int) -> CanonicalDataset:
+        if root is None:
+            raise ConfigError(
+                f"dataset {name!r} is looked up under a data root, but none is set: pass --data-root DIR or "
+                f"set ${DATA_ROOT_ENV} (expected DIR/{name}, a folder written by `misalatch prepare`)"
+            )
+        candidates = list(dict.fromkeys([root / name, root / name.upper()]))
+        for path in candidates:
+            if path.is_dir():
+                return _read_path(path)
+        looked = ", ".join(str(p) for p in candidates)
+        raise DataFormatError(
+            f"dataset {name!r} not found under the data root {root}: looked for {looked}; create it with "
+            f"`misalatch prepare --format ... --out {root / name}`"
+        )
+
+    return load
+
+
+for _name in ("mosi", "mosei", "ur_funny"):
+    NAMED_DATASETS[_name] = _named_under_root(_name)
 
 _SIZE_KEYS = {"train": "n_train", "valid": "n_valid", "test": "n_test",
               "n_train": "n_train", "n_valid": "n_valid", "n_test": "n_test"}

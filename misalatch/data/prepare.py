@@ -94,6 +94,10 @@ def _check_flags(args: PrepareArgs) -> None:
 def read_any(args: PrepareArgs) -> CanonicalDataset:
     """Read the input that ``args`` describes with the matching reader."""
     _check_flags(args)
+    return _read(args)
+
+
+def _read(args: PrepareArgs) -> CanonicalDataset:
     if args.format == "csd":
         from misalatch.data.readers.csd import build_csd_dataset
 
@@ -147,8 +151,9 @@ def main(argv: list[str]) -> int:
         args = tyro.cli(PrepareArgs, args=argv, prog="misalatch prepare", description=_DESCRIPTION)
     except SystemExit as exit_:  # --help, or a flag tyro could not parse (it printed why)
         return int(exit_.code or 0)
+    _check_flags(args)
     check_out_dir(args.out, overwrite=args.overwrite)  # fail before a long read, not after
-    ds = read_any(args)
+    ds = _read(args)
     _log_summary(ds)
     out = save_prepared(ds, args.out, overwrite=args.overwrite)
     info = read_prepared_info(out)
