@@ -7,7 +7,7 @@ split, evaluates the best checkpoint once on the test split and writes a run fol
     <out>/                      one seed: the run folder itself; several seeds: seed-<s>/ each,
       config.yaml               plus aggregate.json / aggregate.csv (mean ± std, per-seed values)
       metrics.json
-      history.csv
+      history.csv, curves.png   one row per epoch, and its plot
       best.safetensors, best.json, best.optim.safetensors
       tokenizer/ | vocab.json   what the text was prepared with, so the run reloads offline
 
@@ -37,6 +37,7 @@ from misalatch.data.loading import load_dataset
 from misalatch.data.text import apply_vocab, build_vocab, tokenize_for_bert
 from misalatch.errors import ConfigError, MisalatchError, ResourceNotFoundError
 from misalatch.evaluation.aggregate import AggregateRow, aggregate, write_aggregate
+from misalatch.evaluation.plots import plot_history
 from misalatch.models.config import MisaConfig
 from misalatch.models.encoders import bert_config_dict, build_bert
 from misalatch.models.misa import MISA
@@ -285,6 +286,7 @@ def train_seed(setup: RunSetup, seed: int, run_dir: Path) -> RunResult:
         generator=generator, device=device, max_batches_per_epoch=cfg.max_batches_per_epoch, on_improvement=save_best,
     )
     atomic_write_text(run_dir / "history.csv", _history_csv(fit_result.history))
+    plot_history(run_dir / "history.csv", run_dir / "curves.png")
     # the model holds the best weights; evaluate validation (for the record) and test once
     kw = dict(batch_size=cfg.batch_size, device=device, reduction=cfg.dev_loss_reduction)
     valid = evaluate(model, setup.dataset.splits["valid"], setup.spec, **kw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 
 import numpy as np
@@ -61,7 +62,12 @@ def test_nonzero_padding_is_counted(tmp_path, caplog):
     assert length < raw["valid"]["audio"].shape[1]
     raw["valid"]["audio"][0, -1] = 1.0
     path.write_bytes(pickle.dumps(raw, protocol=4))
-    ds = read_mmsa_pickle(path, dataset="mosei")
+    logger = logging.getLogger("misalatch.data.readers.mmsa_pickle")
+    logger.addHandler(caplog.handler)  # the CLI's logging set-up may stop propagation to the root
+    try:
+        ds = read_mmsa_pickle(path, dataset="mosei")
+    finally:
+        logger.removeHandler(caplog.handler)
     assert ds.name == "mosei" and ds.meta["nonzero_padding"] == {"acoustic": 1}
     assert "beyond their length" in caplog.text
 
