@@ -8,6 +8,7 @@ assigns nothing to ``self``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -251,14 +252,32 @@ class MISA(nn.Module):
             masks=masks,
         )
 
-    def forward(self, inputs: ModelInputs, labels: torch.Tensor | None = None) -> MisaOutput:
-        """Run MISA (and the feedback block, if configured); losses are filled when labels are given."""
+    def forward(
+        self,
+        inputs: ModelInputs,
+        labels: torch.Tensor | None = None,
+        *,
+        mask_transform: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
+    ) -> MisaOutput:
+        """Run MISA (and the feedback block, if configured); losses are filled when labels are given.
+
+        ``mask_transform(target, mask) -> mask`` (feedback variants only) replaces each combined mask
+        before it is applied, e.g. by ones for the identity-mask test (MMLATCH.md §4.11).
+        """
         masks = None
         if self.feedback is None:
+            if mask_transform is not None:
+                raise ValueError("mask_transform needs a feedback variant (feedback is 'none')")
             x = self._encode_plain(inputs)
         else:
             low = self.low_level(inputs)
             masks = self.feedback(self, low, inputs)
+            if mask_transform is not None:
+                masks = FeedbackMasks(
+                    text=mask_transform("text", masks.text),
+                    visual=mask_transform("visual", masks.visual),
+                    acoustic=mask_transform("acoustic", masks.acoustic),
+                )
             masked = LowLevel(
                 text=low.text * masks.text,
                 visual=low.visual * masks.visual,

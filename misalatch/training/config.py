@@ -37,7 +37,8 @@ class TrainConfig:
     """Train/valid/test sizes of the synthetic dataset."""
 
     text_encoder: Optional[str] = None
-    """minilm (offline default), a BERT folder or cached hub id, glove, glove:FILE.txt, learned, vectors."""
+    """minilm (offline default), a BERT folder or cached hub id, glove, glove:FILE.txt, learned, source (ids and
+    matrix shipped with the data), vectors (word vectors in the data)."""
     max_wordpieces: int = 128
     """BERT wordpiece budget including [CLS]/[SEP]; truncated segments are counted and reported."""
     bert_freeze: Optional[str] = None

@@ -67,28 +67,54 @@ class TextSetup:
     input_size: int = 0  # d_b or d_e
 
 
+SOURCE_ENCODER = "source"  # the vocabulary ids and embedding matrix that ship with the data
+
+
 def _auto_encoder(dataset: CanonicalDataset, requested: str | None) -> str | None:
     """Datasets without words can only use what they carry (DATA.md §6, §7)."""
     if requested is not None or dataset.has_words:
         return requested
     if dataset.text_vector_dim is not None:
         return "vectors"
-    if dataset.embedding is not None:
-        return "learned"  # UR-FUNNY V1: ids + the release's own matrix
+    if dataset._first("text_ids") is not None:
+        return SOURCE_ENCODER  # UR-FUNNY V1: ids + the release's own GloVe matrix
     return requested
+
+
+def tokenize_once(dataset: CanonicalDataset, tokenizer: Any, max_wordpieces: int) -> CanonicalDataset:
+    """BERT ids for every segment: kept when the source ships them (MMSA, whose A/V steps are
+    aligned to those tokens), otherwise made from the words with the run's tokenizer."""
+    if dataset._first("bert_ids") is not None:
+        log.info("%s: using the BERT token ids stored with the data (bert-base-uncased vocabulary)", dataset.name)
+        return dataset
+    if not dataset.has_words:
+        raise ConfigError(f"{dataset.name}: has no words or BERT ids; use --text-encoder source, glove, learned or vectors")
+    return tokenize_for_bert(dataset, tokenizer, max_wordpieces=max_wordpieces)
 
 
 def prepare_text(dataset: CanonicalDataset, cfg: TrainConfig) -> tuple[CanonicalDataset, TextSetup]:
     """Tokenise (BERT) or map to ids (GloVe) exactly once; report truncation."""
-    encoder: ResolvedEncoder = resolve_text_encoder(_auto_encoder(dataset, cfg.text_encoder))
+    requested = _auto_encoder(dataset, cfg.text_encoder)
+    if dataset.alignment == "token" and requested in ("glove", "learned", SOURCE_ENCODER, "vectors") or (
+        dataset.alignment == "token" and requested is not None and requested.startswith("glove:")
+    ):
+        raise ConfigError(f"{dataset.name}: token-aligned data (MMSA aligned_50) needs a BERT text encoder, "
+                          f"not --text-encoder {requested}")
+    if requested == SOURCE_ENCODER:
+        if dataset._first("text_ids") is None:
+            raise ConfigError(f"{dataset.name}: --text-encoder source needs vocabulary ids stored with the data")
+        embedding = dataset.embedding
+        size = int(embedding.shape[1]) if embedding is not None else LEARNED_EMBEDDING_SIZE
+        description = "vocabulary ids and embedding matrix shipped with the data" if embedding is not None \
+            else "vocabulary ids shipped with the data, embedding learned from scratch"
+        log.info("text encoder: %s", description)
+        return dataset, TextSetup("glove", description, embedding=embedding, input_size=size)
+    encoder: ResolvedEncoder = resolve_text_encoder(requested)
     log.info("text encoder: %s", encoder.description)
     if encoder.kind == "bert":
         assert encoder.path is not None
         tokenizer = load_tokenizer(encoder.path)
-        if dataset.has_words:
-            dataset = tokenize_for_bert(dataset, tokenizer, max_wordpieces=cfg.max_wordpieces)
-        elif dataset._first("bert_ids") is None:
-            raise ConfigError(f"{dataset.name}: has no words or BERT ids; use --text-encoder glove, learned or vectors")
+        dataset = tokenize_once(dataset, tokenizer, cfg.max_wordpieces)
         bert = build_bert(path=str(encoder.path))
         return dataset, TextSetup("bert", encoder.description, bert=bert, tokenizer=tokenizer,
                                   input_size=int(bert.config.hidden_size))
@@ -96,13 +122,12 @@ def prepare_text(dataset: CanonicalDataset, cfg: TrainConfig) -> tuple[Canonical
         if dataset.text_vector_dim is None:
             raise ConfigError(f"{dataset.name}: --text-encoder vectors needs precomputed word vectors in the data")
         return dataset, TextSetup("vectors", encoder.description, input_size=dataset.text_vector_dim)
-    # glove kind
-    if dataset.has_words:
-        words = {w for segs in dataset.splits.values() for s in segs for w in (s.words or [])}
-        vectors = load_vectors(encoder, restrict_to=words)
-        dataset = build_vocab(dataset, vectors)
-    elif dataset._first("text_ids") is None:
-        raise ConfigError(f"{dataset.name}: has no words or vocabulary ids for the GloVe path")
+    # glove kind: a fresh vocabulary over the words, initialised from the chosen vectors
+    if not dataset.has_words:
+        raise ConfigError(f"{dataset.name}: has no words for a new vocabulary; use --text-encoder source")
+    words = {w for segs in dataset.splits.values() for s in segs for w in (s.words or [])}
+    vectors = load_vectors(encoder, restrict_to=words)
+    dataset = build_vocab(dataset, vectors)
     embedding = dataset.embedding
     size = int(embedding.shape[1]) if embedding is not None else LEARNED_EMBEDDING_SIZE
     return dataset, TextSetup("glove", encoder.description, embedding=embedding, input_size=size)
@@ -140,8 +165,7 @@ def setup_run(cfg: TrainConfig) -> RunSetup:
     model_config = MisaConfig.from_dict({
         "text_encoder": text.kind,
         "text_input_size": text.input_size,
-        "vocab_size": len(dataset.vocab) if text.kind == "glove" and dataset.vocab else (
-            int(dataset.embedding.shape[0]) if dataset.embedding is not None else 0),
+        "vocab_size": _vocab_size(dataset) if text.kind == "glove" else 0,
         "freeze_embeddings": cfg.freeze_embeddings,
         "bert_freeze": cfg.bert_freeze,
         "bert_config": bert_config_dict(text.bert) if text.bert is not None else None,
@@ -167,6 +191,14 @@ def setup_run(cfg: TrainConfig) -> RunSetup:
     spec = BatchSpec(text_encoder=text.kind, modalities=cfg.modalities, alignment=dataset.alignment,
                      task=dataset.task, visual_dim=model_config.visual_size, acoustic_dim=model_config.acoustic_size)
     return RunSetup(cfg, dataset, text, model_config, spec, family)
+
+
+def _vocab_size(dataset: CanonicalDataset) -> int:
+    if dataset.embedding is not None:
+        return int(dataset.embedding.shape[0])
+    if dataset.vocab:
+        return len(dataset.vocab)
+    return 1 + max(int(s.text_ids.max()) for segs in dataset.splits.values() for s in segs if s.text_ids is not None)
 
 
 def build_model(setup: RunSetup) -> MISA:
@@ -360,12 +392,12 @@ def load_run(run_dir: str | Path, *, data: str | None = None, data_root: str | N
         cfg = cfg.replace(data=data or cfg.data, data_root=data_root or cfg.data_root)
     dataset = load_dataset(cfg.data, data_root=cfg.data_root,
                            synthetic_sizes=dict(zip(("train", "valid", "test"), cfg.synthetic_size)))
-    if model_config.text_encoder == "bert" and dataset.has_words:
+    if model_config.text_encoder == "bert" and dataset._first("bert_ids") is None:
         tok_dir = run_dir / "tokenizer"
         if not tok_dir.is_dir():
             raise ResourceNotFoundError(f"{tok_dir}: the run's tokenizer is missing")
-        dataset = tokenize_for_bert(dataset, load_tokenizer(tok_dir), max_wordpieces=cfg.max_wordpieces)
-    elif model_config.text_encoder == "glove" and dataset.has_words:
+        dataset = tokenize_once(dataset, load_tokenizer(tok_dir), cfg.max_wordpieces)
+    elif model_config.text_encoder == "glove" and dataset.has_words and cfg.text_encoder != SOURCE_ENCODER:
         vocab_file = run_dir / "vocab.json"
         if not vocab_file.is_file():
             raise ResourceNotFoundError(f"{vocab_file}: the run's vocabulary is missing")
