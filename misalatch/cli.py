@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, Command]] = {
     "predict": ("write one prediction per segment id as CSV", _lazy("misalatch.training.commands", "predict_main")),
     "check-parity": ("compare the MISA model with golden vectors of the original code", _lazy("misalatch.models.parity", "main")),
     "prepare": ("read a dataset in any standard format into a prepared folder", _lazy("misalatch.data.prepare", "main")),
+    "masks": ("export feedback masks, heatmaps and statistics of a trained run", _lazy("misalatch.evaluation.masks_cli", "main")),
+    "download": ("fetch a public CMU-SDK file with sha256 verification", _lazy("misalatch.data.download_cli", "main")),
 }
 
 

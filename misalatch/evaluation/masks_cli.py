@@ -1,0 +1,80 @@
+"""``misalatch masks RUN_DIR``: export a trained feedback run's masks, heatmaps and statistics."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+import tyro
+
+from misalatch.errors import MisalatchError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MasksArgs:
+    """Export the feedback masks of a trained MISA+MMLatch run on one split: masks.npz, feature x time
+    heatmaps of chosen samples, the mean mask per feature (PNG) and summary.json (mean, Gini,
+    per-label-class means)."""
+
+    run_dir: tyro.conf.Positional[str]
+    split: Literal["train", "valid", "test"] = "test"
+    out: Optional[str] = None
+    """Output folder (default: RUN_DIR/masks-<split>)."""
+    samples: int = 4
+    """Heatmaps for the first N samples of the split."""
+    ids: tuple[str, ...] = ()
+    """Heatmaps for these segment ids instead of the first --samples."""
+    data: Optional[str] = None
+    """Other data prepared the same way (default: the run's own --data)."""
+    data_root: Optional[str] = None
+    batch_size: Optional[int] = None
+    """Default: the run's batch size."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+def _run_feedback(run_dir: str) -> str:
+    """The run's feedback variant, read from its checkpoint sidecar before any data is loaded."""
+    from misalatch.training.checkpoint import read_sidecar
+
+    return str(read_sidecar(run_dir, "best").get("model_config", {}).get("feedback", "none"))
+
+
+def main(argv: list[str]) -> int:
+    from misalatch.data.batching import iterate_batches
+    from misalatch.evaluation.masks import collect_masks, export_masks
+    from misalatch.training.runs import load_run
+
+    args = tyro.cli(MasksArgs, args=argv, prog="misalatch masks")
+    if not Path(args.run_dir).is_dir():
+        raise MisalatchError(f"{args.run_dir}: no such run folder")
+    if _run_feedback(args.run_dir) == "none":
+        raise MisalatchError(
+            f"{args.run_dir}: this run has no feedback (feedback: none), so it has no masks; masks exist for runs "
+            "trained with --feedback sequence, sequence-mlp, static or static-projected"
+        )
+    run = load_run(args.run_dir, data=args.data, data_root=args.data_root, device=args.device)
+    segments = run.dataset.splits.get(args.split, [])
+    if not segments:
+        raise MisalatchError(f"{run.config.data}: split {args.split!r} is empty")
+    batch_size = args.batch_size or run.config.batch_size or 32
+    batches = iterate_batches(segments, run.spec, batch_size)
+    collected = collect_masks(run.model, batches, device=run.device)
+    out = Path(args.out) if args.out else Path(args.run_dir) / f"masks-{args.split}"
+    meta = {"run_dir": str(args.run_dir), "split": args.split, "data": run.config.data,
+            "synthetic": bool(run.dataset.synthetic)}
+    written = export_masks(collected, out, samples=list(args.ids) if args.ids else args.samples, meta=meta)
+
+    stats = json.loads(written["summary"].read_text())["modalities"]
+    label = " [SYNTHETIC data]" if run.dataset.synthetic else ""
+    print(f"{collected.feedback} masks, split {args.split}{label}, {len(collected)} samples:")
+    print(f"  {'modality':<10} {'mean':>7} {'std':>7} {'gini':>7}")
+    for m, s in stats.items():
+        print(f"  {m:<10} {s['mean']:7.4f} {s['std']:7.4f} {s['gini']:7.4f}")
+    n_maps = sum(1 for k in written if k.startswith("heatmap:"))
+    print(f"written: {written['npz']}, {written['summary']}, {written['mean_mask']}, {n_maps} heatmaps in {out / 'heatmaps'}")
+    return 0
