@@ -246,3 +246,12 @@ def describe(obj: object) -> str:
     if isinstance(obj, (list, tuple)):
         return f"{type(obj).__name__} of length {len(obj)}"
     return type(obj).__name__
+
+
+def record_drops(label: str, split: str, drops: "Counter[str]", dropped: "Counter[str]",
+                 dropped_by_split: dict[str, dict[str, int]]) -> None:
+    """Add one split's drop counts to the dataset totals and log them once (shared by the readers)."""
+    if drops:
+        dropped.update(drops)
+        dropped_by_split[split] = dict(drops)
+        log.info("%s: split %s: dropped %s", label, split, dict(drops))

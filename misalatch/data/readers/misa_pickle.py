@@ -21,6 +21,7 @@ import numpy as np
 
 from misalatch.data.canonical import SPLITS, CanonicalDataset, Segment
 from misalatch.data.safe_pickle import (
+    record_drops,
     NonFiniteCounter,
     describe,
     infer_dataset_name,
@@ -143,10 +144,7 @@ def read_misa_pickles(path: str | os.PathLike[str], *, dataset: str | None = Non
         file = _split_file(folder, split)
         sources.append(source_entry(file))
         splits[split], layout[split], drops = _read_split(file, split, nonfinite, pairs, conflicts)
-        if drops:
-            dropped.update(drops)
-            dropped_by_split[split] = dict(drops)
-            log.info("%s: dropped %s", file.name, dict(drops))
+        record_drops(file.name, split, drops, dropped, dropped_by_split)
     if len(set(layout.values())) > 1:
         raise DataFormatError(
             f"{folder}: some split files have segment ids and others not ({layout}); mixed MISA layouts"

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from misalatch.data.canonical import SPLITS, CanonicalDataset, Segment
-from misalatch.data.safe_pickle import NonFiniteCounter, describe, infer_dataset_name, safe_load, source_entry
+from misalatch.data.safe_pickle import record_drops, NonFiniteCounter, describe, infer_dataset_name, safe_load, source_entry
 from misalatch.errors import DataFormatError
 
 log = logging.getLogger(__name__)
@@ -146,10 +146,7 @@ def read_mmsa_pickle(path: str | os.PathLike[str], *, dataset: str | None = None
                 )
             )
         splits[split] = segs
-        if drops:
-            dropped.update(drops)
-            dropped_by_split[split] = dict(drops)
-            log.info("%s: split %s: dropped %s", path.name, split, dict(drops))
+        record_drops(path.name, split, drops, dropped, dropped_by_split)
     if padding:
         log.warning("%s: %s samples have non-zero steps beyond their length (expected zero padding)",
                     path.name, dict(padding))

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from misalatch.data.canonical import SPLITS, CanonicalDataset, Segment
-from misalatch.data.safe_pickle import NonFiniteCounter, describe, infer_dataset_name, safe_load, source_entry
+from misalatch.data.safe_pickle import record_drops, NonFiniteCounter, describe, infer_dataset_name, safe_load, source_entry
 from misalatch.errors import ConfigError, DataFormatError
 
 log = logging.getLogger(__name__)
@@ -148,10 +148,7 @@ def read_mult_pickle(
                 )
             )
         splits[split] = segs
-        if drops:
-            dropped.update(drops)
-            dropped_by_split[split] = dict(drops)
-            log.info("%s: split %s: dropped %s", path.name, split, dict(drops))
+        record_drops(path.name, split, drops, dropped, dropped_by_split)
     if all_zero:
         log.warning("%s: samples with an all-zero modality kept as one zero step: %s", path.name, dict(all_zero))
     if nonfinite.counts:

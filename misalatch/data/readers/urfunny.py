@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from misalatch.data.canonical import SPLITS, CanonicalDataset, Segment
-from misalatch.data.safe_pickle import NonFiniteCounter, describe, safe_load, source_entry
+from misalatch.data.safe_pickle import record_drops, NonFiniteCounter, describe, safe_load, source_entry
 from misalatch.errors import ConfigError, DataFormatError
 
 log = logging.getLogger(__name__)
@@ -269,10 +269,7 @@ def read_urfunny(
                 )
             )
         splits[split] = segs
-        if drops:
-            dropped.update(drops)
-            dropped_by_split[split] = dict(drops)
-            log.info("UR-FUNNY V%d: split %s: dropped %s", version, split, dict(drops))
+        record_drops(f"UR-FUNNY V{version}", split, drops, dropped, dropped_by_split)
     in_folds = {i for ids in folds.values() for i in ids}
     no_fold = sum(1 for i in labels if i not in in_folds)
     if no_fold:
