@@ -1,0 +1,212 @@
+"""The one atomic writer: every file misalatch writes goes through here.
+
+A file is written under a temporary name in the SAME folder (so the final rename never crosses a
+file system), flushed and fsynced, renamed over the final name with ``os.replace`` and the folder
+is fsynced, so after a crash a reader sees either the old file or the complete new one — never a
+0-byte or half-written file under the final name.
+
+Temporary names are recognisable and carry the writer's pid and host::
+
+    .<final-name>.mltmp-<pid>-<token>@<host>
+
+so :func:`cleanup_stale_temporaries` can remove exactly the leftovers of writers that are dead
+(same host, pid no longer running) and nothing else. Staging folders of :mod:`misalatch.io.owned`
+use the same scheme with other tags (``mlstage`` / ``mlold``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+log = logging.getLogger(__name__)
+
+TEMP_TAG = "mltmp"  # a temporary file of the atomic writer
+_NAME_RE = re.compile(r"^\.(?P<name>.+)\.(?P<tag>mltmp|mlstage|mlold)-(?P<pid>\d+)-(?P<token>[0-9a-f]{8})@(?P<host>[A-Za-z0-9_-]{1,64})$")
+
+
+def host_id() -> str:
+    """This machine's name, reduced to characters safe in a file name."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname() or "localhost")[:64] or "localhost"
+
+
+def temporary_name(final: Path, tag: str = TEMP_TAG) -> Path:
+    """A fresh, recognisable temporary sibling of ``final`` (``tag``: mltmp | mlstage | mlold)."""
+    return final.parent / f".{final.name}.{tag}-{os.getpid()}-{secrets.token_hex(4)}@{host_id()}"
+
+
+@dataclass(frozen=True)
+class TemporaryName:
+    """What a temporary name says: the final name it stands for, its kind and its writer."""
+
+    path: Path
+    final_name: str
+    tag: str
+    pid: int
+    host: str
+
+
+def parse_temporary_name(path: Path) -> TemporaryName | None:
+    """The parts of one of our temporary names, or None for any other name."""
+    match = _NAME_RE.match(path.name)
+    if match is None:
+        return None
+    return TemporaryName(path, match["name"], match["tag"], int(match["pid"]), match["host"])
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this pid runs on this machine (or we cannot tell)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return True
+    return True
+
+
+def writer_dead(name: TemporaryName) -> bool:
+    """A writer is known dead only on this host; another host's files are never touched."""
+    return name.host == host_id() and name.pid != os.getpid() and not pid_alive(name.pid)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``.
+
+    For libraries that insist on writing to a path themselves (``np.savez``, ``savefig``). On an
+    exception the temporary file is removed and ``path`` is untouched.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.is_symlink() or final.is_dir():
+        from misalatch.errors import MisalatchError
+
+        raise MisalatchError(f"{final}: is a {'symbolic link' if final.is_symlink() else 'folder'}; "
+                             "refusing to write a file over it")
+    tmp = temporary_name(final)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+    finally:
+        if tmp.exists() or tmp.is_symlink():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "wb", *, encoding: str | None = None,
+                newline: str | None = None) -> Iterator[IO[Any]]:
+    """Open a file for writing that appears under ``path`` only when the block ends without error."""
+    if mode not in ("w", "wb", "wt"):
+        raise ValueError(f"atomic_open writes whole files; mode {mode!r} is not 'w' or 'wb'")
+    with atomic_path(path) as tmp:
+        # O_EXCL: never follow or reuse something planted under the temporary name; 0o666 & ~umask
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        if "b" in mode:
+            handle: IO[Any] = os.fdopen(fd, "wb")
+        else:
+            handle = os.fdopen(fd, "w", encoding=encoding or "utf-8", newline=newline)
+        with handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns the path."""
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, newline: str | None = None) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically; returns the path."""
+    with atomic_open(path, "w", encoding="utf-8", newline=newline) as handle:
+        handle.write(text)
+    return Path(path)
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2, **dumps: Any) -> Path:
+    """Serialise first (a value JSON cannot hold fails before anything is written), then write."""
+    text = json.dumps(obj, indent=indent, **dumps)
+    return atomic_write_text(path, text + "\n")
+
+
+def atomic_savefig(figure: Any, path: str | os.PathLike[str], **kwargs: Any) -> Path:
+    """``figure.savefig`` through the atomic writer (a killed plot never leaves a 0-byte PNG)."""
+    final = Path(path)
+    kwargs.setdefault("format", final.suffix.lstrip(".") or "png")
+    with atomic_open(final, "wb") as handle:
+        figure.savefig(handle, **kwargs)
+    return final
+
+
+def cleanup_stale_temporaries(folder: str | os.PathLike[str], *, recursive: bool = False) -> list[Path]:
+    """Remove our temporary files and staging folders in ``folder`` whose writer is dead.
+
+    Only names of the form written by this module are considered, only those of this host, and
+    only when their pid is no longer running; a file of a live writer or of another machine (a
+    shared file system) is left alone. A set-aside old folder (``mlold``) whose final name is
+    missing is put back instead of removed: it is the only copy. Returns what was removed.
+    """
+    root = Path(folder)
+    removed: list[Path] = []
+    if not root.is_dir() or root.is_symlink():
+        return removed
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        name = parse_temporary_name(entry)
+        if name is None:
+            if recursive and entry.is_dir() and not entry.is_symlink():
+                removed += cleanup_stale_temporaries(entry, recursive=True)
+            continue
+        if not writer_dead(name):
+            continue
+        final = root / name.final_name
+        if name.tag == "mlold" and not (final.exists() or final.is_symlink()):
+            log.warning("%s: restoring %s left aside by dead writer pid %d", final, entry.name, name.pid)
+            os.rename(entry, final)
+            continue
+        log.info("removing %s, left by dead writer pid %d", entry, name.pid)
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed

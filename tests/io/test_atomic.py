@@ -1,0 +1,122 @@
+"""The atomic writer: complete files or nothing, recognisable temporaries, dead writers cleaned up."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from misalatch.io.atomic import (
+    atomic_open,
+    atomic_savefig,
+    atomic_write_json,
+    atomic_write_text,
+    cleanup_stale_temporaries,
+    host_id,
+    parse_temporary_name,
+    temporary_name,
+)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_write_replaces_whole_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "a.json"
+    atomic_write_text(path, "old")
+    atomic_write_json(path, {"x": 1})
+    assert path.read_text() == '{\n  "x": 1\n}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_error_inside_block_keeps_old_file_and_removes_temporary(tmp_path):
+    path = tmp_path / "f.txt"
+    atomic_write_text(path, "old")
+    with pytest.raises(RuntimeError):
+        with atomic_open(path, "w") as handle:
+            handle.write("half")
+            raise RuntimeError("killed")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_unserialisable_json_writes_nothing(tmp_path):
+    with pytest.raises(TypeError):
+        atomic_write_json(tmp_path / "x.json", {"a": object()})
+    assert not any(tmp_path.iterdir())
+
+
+def test_refuses_to_write_over_a_symlink_or_folder(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (tmp_path / "link").symlink_to(victim)
+    (tmp_path / "dir").mkdir()
+    from misalatch.errors import MisalatchError
+
+    for name in ("link", "dir"):
+        with pytest.raises(MisalatchError, match=name):
+            atomic_write_text(tmp_path / name, "x")
+    assert victim.read_text() == "precious"
+
+
+def test_files_get_umask_permissions_not_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "p.txt", "x")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_savefig_is_atomic_png(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure()
+    path = atomic_savefig(fig, tmp_path / "curves.png")
+    plt.close(fig)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]
+
+
+def test_temporary_names_round_trip(tmp_path):
+    tmp = temporary_name(tmp_path / "best.safetensors")
+    parsed = parse_temporary_name(tmp)
+    assert parsed is not None and parsed.final_name == "best.safetensors"
+    assert parsed.pid == os.getpid() and parsed.host == host_id() and parsed.tag == "mltmp"
+    for other in (".best.safetensors.tmp", "best.json", ".x.mltmp-12-zzzzzzzz@h", ".x.mltmp-1-0123abcd@a.b"):
+        assert parse_temporary_name(tmp_path / other) is None
+
+
+def test_cleanup_removes_only_dead_writers_of_this_host(tmp_path):
+    dead = _dead_pid()
+    stale = tmp_path / f".best.json.mltmp-{dead}-0123abcd@{host_id()}"
+    stale.write_text("half")
+    stale_dir = tmp_path / f".run.mlstage-{dead}-0123abcd@{host_id()}"
+    (stale_dir / "sub").mkdir(parents=True)
+    live = tmp_path / f".best.json.mltmp-{os.getpid()}-0123abcd@{host_id()}"
+    live.write_text("mine")
+    other_host = tmp_path / f".best.json.mltmp-{dead}-0123abcd@some-other-host"
+    other_host.write_text("theirs")
+    user = tmp_path / ".best.json.tmp"
+    user.write_text("user file with a similar name")
+    removed = cleanup_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in removed) == sorted([stale.name, stale_dir.name])
+    assert live.exists() and other_host.exists() and user.exists()
+    assert not stale.exists() and not stale_dir.exists()
+
+
+def test_cleanup_restores_an_old_folder_whose_target_is_missing(tmp_path):
+    dead = _dead_pid()
+    aside = tmp_path / f".run.mlold-{dead}-0123abcd@{host_id()}"
+    aside.mkdir()
+    (aside / "best.json").write_text("{}")
+    cleanup_stale_temporaries(tmp_path)
+    assert (tmp_path / "run" / "best.json").read_text() == "{}"
