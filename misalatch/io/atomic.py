@@ -11,12 +11,14 @@ Temporary names are recognisable and carry the writer's pid and host::
 
 so :func:`cleanup_stale_temporaries` can remove exactly the leftovers of writers that are dead
 (same host, pid no longer running) and nothing else. Staging folders of :mod:`misalatch.io.owned`
-use the same scheme with other tags (``mlstage`` / ``mlold``).
+use the same scheme with other tags (``mlstage`` / ``mlold``), and :func:`commit_files` replaces
+several files as one unit through a journal folder (``mlnext``) that is rolled forward after a crash.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -26,12 +28,12 @@ import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator, Mapping, Sequence
 
 log = logging.getLogger(__name__)
 
 TEMP_TAG = "mltmp"  # a temporary file of the atomic writer
-_NAME_RE = re.compile(r"^\.(?P<name>.+)\.(?P<tag>mltmp|mlstage|mlold)-(?P<pid>\d+)-(?P<token>[0-9a-f]{8})@(?P<host>[A-Za-z0-9_-]{1,64})$")
+_NAME_RE = re.compile(r"^\.(?P<name>.+)\.(?P<tag>mltmp|mlstage|mlold|mlnext)-(?P<pid>\d+)-(?P<token>[0-9a-f]{8})@(?P<host>[A-Za-z0-9_-]{1,64})$")
 
 
 def host_id() -> str:
@@ -199,6 +201,10 @@ def cleanup_stale_temporaries(folder: str | os.PathLike[str], *, recursive: bool
         if not writer_dead(name):
             continue
         final = root / name.final_name
+        if name.tag == "mlnext" and entry.is_dir() and _journal_complete(entry):
+            log.warning("%s: completing the file set left half-committed by dead writer pid %d", root, name.pid)
+            _roll_forward(entry, root)
+            continue
         if name.tag == "mlold" and not (final.exists() or final.is_symlink()):
             log.warning("%s: restoring %s left aside by dead writer pid %d", final, entry.name, name.pid)
             os.rename(entry, final)
@@ -210,3 +216,78 @@ def cleanup_stale_temporaries(folder: str | os.PathLike[str], *, recursive: bool
             entry.unlink(missing_ok=True)
         removed.append(entry)
     return removed
+
+
+# ----------------------------------------------------------------------------------------------
+# several files as one unit
+# ----------------------------------------------------------------------------------------------
+JOURNAL_FILE = "COMMIT.json"
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def commit_files(folder: str | os.PathLike[str], files: Mapping[str, bytes], *, order: Sequence[str] | None = None,
+                 register: Callable[[str], Any] | None = None) -> None:
+    """Replace the files ``files`` (name -> content, names without folders) in ``folder`` as one unit.
+
+    Everything is first written into a journal folder beside them, then a ``COMMIT.json`` naming
+    the files with their sizes and sha256 (the commit point), then the files are renamed into place
+    in ``order`` (put a manifest last) and the journal is removed. A crash before the commit point
+    leaves the old files untouched (the journal is discarded as a stale temporary); a crash after
+    it is completed by :func:`recover_pending` / :func:`cleanup_stale_temporaries`. ``register`` is
+    called with every name before anything is written (the owned folder's marker).
+    """
+    root = Path(folder)
+    names = list(order) if order is not None else list(files)
+    if sorted(names) != sorted(files) or any("/" in n or n.startswith(".") or n == JOURNAL_FILE for n in names):
+        raise ValueError(f"commit_files: bad names {names}")
+    for name in names:
+        if register is not None:
+            register(name)
+    journal = temporary_name(root / "files", "mlnext")
+    journal.mkdir(parents=True)
+    try:
+        entries = []
+        for name in names:
+            atomic_write_bytes(journal / name, files[name])
+            entries.append({"name": name, "size": len(files[name]), "sha256": hashlib.sha256(files[name]).hexdigest()})
+        atomic_write_json(journal / JOURNAL_FILE, {"files": entries})
+    except BaseException:
+        shutil.rmtree(journal, ignore_errors=True)
+        raise
+    _roll_forward(journal, root)
+
+
+def _journal_complete(journal: Path) -> bool:
+    """True when the journal's COMMIT.json is valid and every file still in it matches it."""
+    try:
+        doc = json.loads((journal / JOURNAL_FILE).read_text(encoding="utf-8"))
+        entries = doc["files"]
+        for entry in entries:
+            path = journal / entry["name"]
+            if path.exists() and (path.stat().st_size != entry["size"] or sha256_file(path) != entry["sha256"]):
+                return False
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _roll_forward(journal: Path, root: Path) -> None:
+    doc = json.loads((journal / JOURNAL_FILE).read_text(encoding="utf-8"))
+    for entry in doc["files"]:
+        src = journal / entry["name"]
+        if src.exists():  # idempotent: a second roll-forward skips what the first moved
+            os.replace(src, root / entry["name"])
+    fsync_dir(root)
+    shutil.rmtree(journal, ignore_errors=True)
+
+
+def recover_pending(folder: str | os.PathLike[str]) -> None:
+    """Complete (or discard) half-committed file sets of dead writers in ``folder`` before reading."""
+    cleanup_stale_temporaries(folder)

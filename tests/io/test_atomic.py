@@ -120,3 +120,57 @@ def test_cleanup_restores_an_old_folder_whose_target_is_missing(tmp_path):
     (aside / "best.json").write_text("{}")
     cleanup_stale_temporaries(tmp_path)
     assert (tmp_path / "run" / "best.json").read_text() == "{}"
+
+
+def test_commit_files_replaces_a_set_and_leaves_no_journal(tmp_path):
+    from misalatch.io.atomic import commit_files
+
+    (tmp_path / "a").write_bytes(b"old a")
+    seen = []
+    commit_files(tmp_path, {"a": b"new a", "manifest": b"m"}, order=["a", "manifest"], register=seen.append)
+    assert seen == ["a", "manifest"]
+    assert (tmp_path / "a").read_bytes() == b"new a" and sorted(p.name for p in tmp_path.iterdir()) == ["a", "manifest"]
+
+
+def _kill_during_commit(tmp_path, stage: str) -> None:
+    """Run commit_files in a child that dies right before (``journal``) or in the middle of (``rename``)
+    moving the files into place."""
+    code = f"""
+import os, sys
+import misalatch.io.atomic as A
+stage = {stage!r}
+real = os.replace
+def dying_replace(src, dst):
+    if stage == "rename" and os.path.basename(str(src)) == "b" and ".mlnext-" in os.path.basename(os.path.dirname(str(src))):
+        os._exit(9)  # "a" is already in place, "b" and the manifest are not
+    return real(src, dst)
+os.replace = dying_replace
+if stage == "journal":
+    A._roll_forward = lambda j, r: os._exit(9)
+A.commit_files(sys.argv[1], {{"a": b"new a", "b": b"new b", "manifest": b"new m"}}, order=["a", "b", "manifest"])
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    assert subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env).returncode == 9
+
+
+@pytest.mark.parametrize("stage", ["journal", "rename"])
+def test_killed_commit_is_completed_on_recovery(tmp_path, stage):
+    from misalatch.io.atomic import recover_pending
+
+    for name in ("a", "b", "manifest"):
+        (tmp_path / name).write_bytes(b"old " + name.encode())
+    _kill_during_commit(tmp_path, stage)
+    assert any(".mlnext-" in p.name for p in tmp_path.iterdir())
+    recover_pending(tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {"a": b"new a", "b": b"new b", "manifest": b"new m"}
+
+
+def test_incomplete_journal_is_discarded(tmp_path):
+    from misalatch.io.atomic import recover_pending
+
+    (tmp_path / "a").write_bytes(b"old")
+    journal = tmp_path / f".files.mlnext-{_dead_pid()}-0123abcd@{host_id()}"
+    journal.mkdir()
+    (journal / "a").write_bytes(b"half")  # no COMMIT.json: died before the commit point
+    recover_pending(tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {"a": b"old"}
