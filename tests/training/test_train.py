@@ -12,7 +12,7 @@ import yaml
 
 from misalatch.cli import main as cli_main
 from misalatch.errors import ConfigError
-from misalatch.training.commands import parse_train_args
+from misalatch.cli.train import parse_train_args
 from misalatch.training.config import TrainConfig
 from misalatch.training.runs import load_run, train
 from tests.conftest import shared_file

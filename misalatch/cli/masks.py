@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
@@ -11,8 +10,6 @@ from typing import Literal, Optional
 import tyro
 
 from misalatch.errors import MisalatchError
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
