@@ -1,8 +1,9 @@
 """Read a dataset in any standard format with the matching reader (``misalatch prepare``'s library).
 
 :class:`PrepareSource` says what to read; :func:`read_any` checks that its fields fit the format and
-reads it. The command line (:mod:`misalatch.cli.prepare`) adds the output folder. The prepared folder (DATA.md §3.8, :mod:`misalatch.data.cache`) is pickle-free and is what
-``--data DIR`` loads afterwards, so third-party pickles are opened (safely) exactly once.
+reads it. The command line (``misalatch prepare``) adds the output folder. The prepared folder
+(DATA.md §3.8, :mod:`misalatch.data.cache`) is pickle-free and is what ``--data DIR`` loads afterwards,
+so third-party pickles are opened (safely) exactly once.
 """
 
 from __future__ import annotations
