@@ -27,7 +27,7 @@ class EvaluateArgs:
 
 
 def main(argv: list[str]) -> int:
-    from misalatch.training.runs import evaluate_run, load_run
+    from misalatch.training.run_dir import evaluate_run, load_run
 
     args = tyro.cli(EvaluateArgs, args=argv, prog="misalatch evaluate")
     run = load_run(args.run_dir, data=args.data, data_root=args.data_root, device=args.device)

@@ -44,7 +44,7 @@ def _run_feedback(run_dir: str) -> str:
 def main(argv: list[str]) -> int:
     from misalatch.data.batching import iterate_batches
     from misalatch.evaluation.masks import collect_masks, export_masks
-    from misalatch.training.runs import load_run
+    from misalatch.training.run_dir import load_run
 
     args = tyro.cli(MasksArgs, args=argv, prog="misalatch masks")
     if not Path(args.run_dir).is_dir():

@@ -22,7 +22,7 @@ class PredictArgs:
 
 
 def main(argv: list[str]) -> int:
-    from misalatch.training.runs import evaluate_run, load_run, write_predictions
+    from misalatch.training.run_dir import evaluate_run, load_run, write_predictions
 
     args = tyro.cli(PredictArgs, args=argv, prog="misalatch predict")
     run = load_run(args.run_dir, data=args.data, data_root=args.data_root, device=args.device)
