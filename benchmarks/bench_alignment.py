@@ -1,7 +1,7 @@
 """Time and memory of CSD word alignment (``build_csd_dataset``) at fractions of CMU-MOSEI's size.
 
 For every scale, synthetic CSD files in the real layout are written to a temporary folder
-(:func:`misalatch.data.synthetic_csd.write_synthetic_csds`; MOSEI: 3,293 videos, 23,259
+(:func:`misalatch.data.synthetic.csd.write_synthetic_csds`; MOSEI: 3,293 videos, 23,259
 segments, about 65 hours), then the dataset is built in a **fresh subprocess**, so that each
 scale's peak resident memory (Linux ``VmHWM``) is its own. Printed per scale: generation time,
 alignment time, peak RSS (and its growth over the interpreter's RSS after imports), the size of
@@ -84,7 +84,7 @@ def _child(folder: str, trace: bool) -> None:
 
 def _generate_child(folder: str, scale: float, level: int, seed: int) -> None:
     """Write the synthetic files and print one JSON line (time, bytes on disk)."""
-    from misalatch.data.synthetic_csd import write_synthetic_csds
+    from misalatch.data.synthetic.csd import write_synthetic_csds
 
     n_videos = max(3, round(MOSEI_VIDEOS * scale))
     t0 = time.perf_counter()

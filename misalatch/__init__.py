@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "train": ("misalatch.training.runs", "train"),
-    "load_run": ("misalatch.training.runs", "load_run"),
+    "load_run": ("misalatch.training.run_dir", "load_run"),
     "TrainConfig": ("misalatch.training.config", "TrainConfig"),
     "TrainResult": ("misalatch.training.runs", "TrainResult"),
     "MisaConfig": ("misalatch.models.config", "MisaConfig"),

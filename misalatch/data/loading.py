@@ -20,7 +20,7 @@ from typing import Any, Callable
 from misalatch.data.cache import is_prepared, load_prepared
 from misalatch.data.canonical import CanonicalDataset
 from misalatch.data.readers.text_csv import read_text_csv
-from misalatch.data.synthetic import make_synthetic_mosi
+from misalatch.data.synthetic.mosi import make_synthetic_mosi
 from misalatch.errors import ConfigError, DataFormatError
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,9 @@
-"""``misalatch prepare``: read a dataset in any standard format and write a prepared folder.
+"""Read a dataset in any standard format with the matching reader (``misalatch prepare``'s library).
 
-The prepared folder (DATA.md §3.8, :mod:`misalatch.data.cache`) is pickle-free and is what
-``--data DIR`` loads afterwards, so third-party pickles are opened (safely) exactly once.
+:class:`PrepareSource` says what to read; :func:`read_any` checks that its fields fit the format and
+reads it. The command line (``misalatch prepare``) adds the output folder. The prepared folder
+(DATA.md §3.8, :mod:`misalatch.data.cache`) is pickle-free and is what ``--data DIR`` loads afterwards,
+so third-party pickles are opened (safely) exactly once.
 """
 
 from __future__ import annotations
@@ -18,26 +20,17 @@ log = logging.getLogger(__name__)
 
 Format = Literal["csd", "mmsa", "mult", "misa", "urfunny", "csv"]
 CSD_FLAGS = ("labels", "words", "visual", "acoustic", "folds")
-_DESCRIPTION = (
-    "Read a dataset in a standard format into a prepared folder for --data. Examples: "
-    "misalatch prepare --format mmsa --input MOSI/aligned_50.pkl --out prepared/mosi-mmsa; "
-    "misalatch prepare --format urfunny --input ted_humor_sdk_v1 --version 1 --out prepared/ur_funny; "
-    "misalatch prepare --format csd --dataset mosi --labels CMU_MOSI_Opinion_Labels.csd "
-    "--words CMU_MOSI_TimestampedWords.csd --visual CMU_MOSI_Visual_Facet_41.csd "
-    "--acoustic CMU_MOSI_COVAREP.csd --out prepared/mosi"
-)
 
 
 @dataclass(frozen=True)
-class PrepareArgs:
-    """Flags of ``misalatch prepare``."""
+class PrepareSource:
+    """What to read: the format and its input file(s), with the reader options (each field is also a
+    ``misalatch prepare`` flag of the same name)."""
 
     format: Format
     """Input format: csd (CMU-SDK .csd files), mmsa (aligned_50/unaligned_50.pkl), mult (MulT/MultiBench
     .pkl), misa (folder with train.pkl, dev.pkl, test.pkl), urfunny (UR-FUNNY release folder), csv
     (segment_id,text,label,split table)."""
-    out: str
-    """Prepared folder to write (must not exist or be empty, unless --overwrite)."""
     input: Optional[str] = None
     """mmsa, mult, csv: the file; misa, urfunny: the folder (or a file in it)."""
     labels: Optional[str] = None
@@ -60,12 +53,10 @@ class PrepareArgs:
     """csd, urfunny: z-normalise visual/acoustic per segment (DATA.md §3.5)."""
     impute: bool = False
     """csd: fill missing visual/acoustic words with zeros (MMLatch) instead of dropping the segment."""
-    overwrite: bool = False
-    """Replace an existing prepared folder at --out."""
 
 
-def _check_flags(args: PrepareArgs) -> None:
-    """Each flag belongs to some formats; a misplaced one is an error rather than silently ignored."""
+def check_source(args: PrepareSource) -> None:
+    """Each field belongs to some formats; a misplaced one is a ConfigError rather than silently ignored."""
     given = {name for name in CSD_FLAGS if getattr(args, name) is not None}
     if args.format == "csd":
         if args.input is not None:
@@ -87,17 +78,14 @@ def _check_flags(args: PrepareArgs) -> None:
         raise ConfigError("--task applies to --format mult only")
     if args.impute and args.format != "csd":
         raise ConfigError("--impute applies to --format csd only")
+
+
+def read_any(args: PrepareSource) -> CanonicalDataset:
+    """Read the input that ``args`` describes with the matching reader (call :func:`check_source` first
+    to fail before a long read rather than inside it; this calls it too)."""
+    check_source(args)
     if not args.normalize and args.format not in ("csd", "urfunny"):
         log.warning("--no-normalize has no effect with --format %s (features are used as stored)", args.format)
-
-
-def read_any(args: PrepareArgs) -> CanonicalDataset:
-    """Read the input that ``args`` describes with the matching reader."""
-    _check_flags(args)
-    return _read(args)
-
-
-def _read(args: PrepareArgs) -> CanonicalDataset:
     if args.format == "csd":
         from misalatch.data.readers.csd import build_csd_dataset
 
@@ -130,7 +118,7 @@ def _read(args: PrepareArgs) -> CanonicalDataset:
     return ds.replace(name=args.dataset) if args.dataset else ds
 
 
-def _log_summary(ds: CanonicalDataset) -> None:
+def log_summary(ds: CanonicalDataset) -> None:
     sizes = ds.split_sizes()
     dims = ", ".join(f"{k} {v}" for k, v in (("visual", ds.visual_dim), ("acoustic", ds.acoustic_dim),
                                               ("text vectors", ds.text_vector_dim)) if v is not None)
@@ -140,22 +128,3 @@ def _log_summary(ds: CanonicalDataset) -> None:
     log.info("dropped: %s", ds.meta.get("dropped") or "none")
     log.info("non-finite values set to 0: %s", ds.meta.get("nonfinite") or "none")
 
-
-def main(argv: list[str]) -> int:
-    """``misalatch prepare --format F ... --out DIR``; returns the exit code."""
-    import tyro
-
-    from misalatch.data.cache import check_out_dir, read_prepared_info, save_prepared
-
-    try:
-        args = tyro.cli(PrepareArgs, args=argv, prog="misalatch prepare", description=_DESCRIPTION)
-    except SystemExit as exit_:  # --help, or a flag tyro could not parse (it printed why)
-        return int(exit_.code or 0)
-    _check_flags(args)
-    check_out_dir(args.out, overwrite=args.overwrite)  # fail before a long read, not after
-    ds = _read(args)
-    _log_summary(ds)
-    out = save_prepared(ds, args.out, overwrite=args.overwrite)
-    info = read_prepared_info(out)
-    print(f"written: {out} ({info['fingerprint']})")
-    return 0

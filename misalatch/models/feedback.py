@@ -3,8 +3,11 @@
 A first pass of MISA's unimodal encoders gives high-level sources h_y; for every target x and each
 of the two other modalities y, a generator G_{y→x} turns h_y into a sigmoid mask of the target's
 input width; the two masks of a target are combined (mean, product or max), mapped onto the target's
-layout, dropped out in training, and multiply the low-level input before MISA's second pass
-(done by :meth:`misalatch.models.misa.MISA.forward`).
+layout, dropped out in training, and multiply the low-level input before MISA's second pass.
+
+The model runs its own passes: :class:`~misalatch.models.misa.MISA` computes the low-level inputs,
+the :class:`TimeAxes` (:func:`time_axes`) and its first pass (:class:`FirstPass`), hands them to the
+block and applies the masks it gets back. This module never calls into the model.
 
 The variants differ only in what the generators read and which generator they use — they are
 arguments of one class, :class:`FeedbackBlock`, registered by name in :data:`FEEDBACK`:
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Literal
+from typing import Callable, Literal
 
 import torch
 from torch import nn
@@ -35,11 +38,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from misalatch.errors import ConfigError
 from misalatch.models.config import MisaConfig
-from misalatch.models.outputs import FeedbackMasks, ModelInputs
+from misalatch.models.outputs import FeedbackMasks, FirstPass, LowLevel, ModelInputs
 from misalatch.models.resample import resample_time, valid_steps
-
-if TYPE_CHECKING:  # pragma: no cover
-    from misalatch.models.misa import MISA, LowLevel
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class TimeAxes:
     text_content: torch.Tensor | None = None  # (B, W) bool
 
 
-def time_axes(config: MisaConfig, low: "LowLevel", inputs: ModelInputs) -> TimeAxes:
+def time_axes(config: MisaConfig, low: LowLevel, inputs: ModelInputs) -> TimeAxes:
     """Step axes of the three targets for this batch (MMLATCH.md §4.4, §4.6)."""
     lengths = {"visual": inputs.visual_lengths.cpu(), "acoustic": inputs.acoustic_lengths.cpu()}
     total = {"visual": int(low.visual.shape[0]), "acoustic": int(low.acoustic.shape[0])}
@@ -272,6 +272,7 @@ class FeedbackBlock(nn.Module):
         if mlp and source != "sequence":
             raise ValueError("the source MLP exists for per-step sources only")
         self.source_kind = source
+        self.reads_projection = source == "projected"  # the model then hands over u_y too
         self.text_encoder = config.text_encoder
         self.mask_combine = config.mask_combine
         self.mask_dropout = config.mask_dropout
@@ -289,12 +290,14 @@ class FeedbackBlock(nn.Module):
         return self.get_submodule(f"{target}.{source}")
 
     # --- the steps of MMLATCH.md §4.2, each usable on its own (tests, analysis) ---
-    def high_level(self, model: "MISA", low: "LowLevel", inputs: ModelInputs, axes: TimeAxes) -> dict[str, Source]:
-        """First pass (shared encoders) → h_t, h_v, h_a as this variant reads them (§4.3)."""
-        first = model.encode(low, inputs)
+    def high_level(self, first_pass: FirstPass, axes: TimeAxes) -> dict[str, Source]:
+        """The model's first pass → h_t, h_v, h_a as this variant reads them (§4.3)."""
+        first = first_pass.encoded
         bert = self.text_encoder == "bert"
         if self.source_kind == "projected":
-            u = model.project(first.x)
+            u = first_pass.projected
+            if u is None:
+                raise ValueError(f"feedback {self.source_kind!r} reads the projected first pass; the model must pass it")
             return {"text": Source(u.t), "visual": Source(u.v), "acoustic": Source(u.a)}
         if self.source_kind == "pooled":
             if bert:
@@ -349,10 +352,9 @@ class FeedbackBlock(nn.Module):
         index = axes.text_target_step.clamp(min=0)[..., None].expand(-1, -1, mask.shape[2])  # (B, W, d)
         return mask.transpose(0, 1).gather(1, index)
 
-    def forward(self, model: "MISA", low: "LowLevel", inputs: ModelInputs) -> FeedbackMasks:
+    def forward(self, first_pass: FirstPass, axes: TimeAxes) -> FeedbackMasks:
         """Masks per target in the layout of the tensor they multiply (see :class:`FeedbackMasks`)."""
-        axes = time_axes(model.config, low, inputs)
-        sources = self.high_level(model, low, inputs, axes)
+        sources = self.high_level(first_pass, axes)
         if self.detach_first_pass:
             sources = {m: Source(s.value.detach(), s.lengths) for m, s in sources.items()}
         if self.mlp is not None:

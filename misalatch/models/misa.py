@@ -7,7 +7,6 @@ assigns nothing to ``self``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -16,7 +15,6 @@ from torch import nn
 from misalatch.models.config import MisaConfig
 from misalatch.models.encoders import (
     ACTIVATIONS,
-    SLSTMOutput,
     apply_bert_freeze,
     bert_embed,
     bert_encode,
@@ -27,27 +25,10 @@ from misalatch.models.encoders import (
     run_slstm,
 )
 from misalatch.models.losses import compute_losses, reverse_gradient
-from misalatch.models.outputs import FeedbackMasks, MisaOutput, ModelInputs, PerModality
+from misalatch.models.feedback import build_feedback, time_axes
+from misalatch.models.outputs import Encoded, FeedbackMasks, FirstPass, LowLevel, MisaOutput, ModelInputs, PerModality
 
-
-@dataclass
-class LowLevel:
-    """What the feedback masks multiply (MMLATCH.md §4.3): per-modality low-level inputs."""
-
-    text: torch.Tensor  # BERT: embedding output (B, W, d_b); else (T, B, d_e)
-    visual: torch.Tensor  # (T_v, B, d_v)
-    acoustic: torch.Tensor  # (T_a, B, d_a)
-
-
-@dataclass
-class Encoded:
-    """Utterance vectors x_m plus the intermediate sequences feedback sources may read."""
-
-    x: PerModality[torch.Tensor]  # x_t (B, d_b | 4d_e), x_v (B, 4d_v), x_a (B, 4d_a)
-    text_hidden: torch.Tensor | None  # BERT last hidden states (B, W, d_b)
-    text_slstm: SLSTMOutput | None
-    visual_slstm: SLSTMOutput
-    acoustic_slstm: SLSTMOutput
+__all__ = ["MISA", "Encoded", "FirstPass", "LowLevel"]
 
 
 def _seq(prefix: str, *layers: tuple[str, nn.Module]) -> nn.Sequential:
@@ -146,16 +127,9 @@ class MISA(nn.Module):
         )
 
         # --- MMLatch feedback (None for the plain MISA reproduction) ---
-        self.feedback = self._build_feedback(config)
+        self.feedback = None if config.feedback == "none" else build_feedback(config)
 
         init_recurrent_weights(self)
-
-    def _build_feedback(self, config: MisaConfig) -> nn.Module | None:
-        if config.feedback == "none":
-            return None
-        from misalatch.models.feedback import build_feedback
-
-        return build_feedback(config)
 
     # ------------------------------------------------------------------------------------------
     # passes
@@ -199,6 +173,15 @@ class MISA(nn.Module):
             visual_slstm=vis,
             acoustic_slstm=aco,
         )
+
+    def first_pass(self, low: LowLevel, inputs: ModelInputs) -> FirstPass:
+        """The encoders on the unmasked inputs (MMLATCH.md §4.2): what the feedback block reads.
+
+        The projections u_y run only for feedback that reads them (``static-projected``).
+        """
+        encoded = self.encode(low, inputs)
+        reads_projection = self.feedback is not None and self.feedback.reads_projection
+        return FirstPass(encoded, self.project(encoded.x) if reads_projection else None)
 
     def _encode_plain(self, inputs: ModelInputs) -> PerModality[torch.Tensor]:
         """MISA without feedback: BERT's standard forward, exactly as the original calls it."""
@@ -270,8 +253,10 @@ class MISA(nn.Module):
                 raise ValueError("mask_transform needs a feedback variant (feedback is 'none')")
             x = self._encode_plain(inputs)
         else:
+            # The model runs both passes; the block only turns first-pass outputs into masks.
             low = self.low_level(inputs)
-            masks = self.feedback(self, low, inputs)
+            axes = time_axes(self.config, low, inputs)
+            masks = self.feedback(self.first_pass(low, inputs), axes)
             if mask_transform is not None:
                 masks = FeedbackMasks(
                     text=mask_transform("text", masks.text),

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Generic, Iterator, TypeVar
+from typing import TYPE_CHECKING, Generic, Iterator, TypeVar
 
 import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from misalatch.models.encoders import SLSTMOutput
 
 T_ = TypeVar("T_")
 
@@ -69,6 +72,35 @@ class ModelInputs:
                 value = value.to(device, non_blocking=True)
             moved[f.name] = value
         return ModelInputs(**moved)
+
+
+@dataclass
+class LowLevel:
+    """What the feedback masks multiply (MMLATCH.md §4.3): per-modality low-level inputs."""
+
+    text: torch.Tensor  # BERT: embedding output (B, W, d_b); else (T, B, d_e)
+    visual: torch.Tensor  # (T_v, B, d_v)
+    acoustic: torch.Tensor  # (T_a, B, d_a)
+
+
+@dataclass
+class Encoded:
+    """Utterance vectors x_m plus the intermediate sequences feedback sources may read."""
+
+    x: PerModality[torch.Tensor]  # x_t (B, d_b | 4d_e), x_v (B, 4d_v), x_a (B, 4d_a)
+    text_hidden: torch.Tensor | None  # BERT last hidden states (B, W, d_b)
+    text_slstm: SLSTMOutput | None
+    visual_slstm: SLSTMOutput
+    acoustic_slstm: SLSTMOutput
+
+
+@dataclass
+class FirstPass:
+    """What the model's first pass hands its feedback block (MMLATCH.md §4.2-§4.3): the encoders'
+    outputs on the unmasked inputs and, for feedback that reads u_y, the projected utterance vectors."""
+
+    encoded: Encoded
+    projected: PerModality[torch.Tensor] | None = None  # u_m (B, H); only when the block reads them
 
 
 @dataclass

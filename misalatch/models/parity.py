@@ -191,21 +191,3 @@ def check_parity(path: str | Path) -> ParityReport:
             )
     return report
 
-
-def main(argv: list[str]) -> int:
-    """``misalatch check-parity FILE.safetensors [FILE ...]``: exit 0 only when every tensor matches."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="misalatch check-parity", description=__doc__.splitlines()[0])
-    parser.add_argument("files", nargs="+", type=Path, help="golden .safetensors file(s) with their .json beside")
-    args = parser.parse_args(argv)
-    all_ok = True
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    for file in args.files:
-        report = check_parity(file)
-        print(f"# {report.case} ({file})")
-        for comparison in report.comparisons:
-            print(comparison.line())
-        print(report.summary())
-        all_ok &= report.ok
-    return 0 if all_ok else 1

@@ -12,7 +12,7 @@ import pytest
 from misalatch.data.canonical import CanonicalDataset
 from misalatch.data.readers import csd
 from misalatch.data.readers.csd import EPS, build_csd_dataset, collapse_to_words, overlap_matrix, znorm
-from misalatch.data.synthetic_csd import write_csd, write_synthetic_csds
+from misalatch.data.synthetic.csd import write_csd, write_synthetic_csds
 
 INF = float("inf")
 

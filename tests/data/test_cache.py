@@ -15,7 +15,7 @@ from misalatch.data.readers.misa_pickle import read_misa_pickles
 from misalatch.data.readers.mmsa_pickle import read_mmsa_pickle
 from misalatch.data.readers.mult_pickle import read_mult_pickle
 from misalatch.data.readers.urfunny import read_urfunny
-from misalatch.data.synthetic_files import write_misa_pickles, write_mmsa_pickle, write_mult_pickle, write_urfunny
+from misalatch.data.synthetic.files import write_misa_pickles, write_mmsa_pickle, write_mult_pickle, write_urfunny
 from misalatch.errors import ConfigError, DataFormatError
 
 FIELDS = ("words", "text_ids", "text_vectors", "visual", "acoustic", "bert_ids", "wp2word")

@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 
 from misalatch.data.download import REGISTRY, RemoteFile, download, resolve
-from misalatch.data.download_cli import main as download_main
+from misalatch.cli.download import main as download_main
 from misalatch.errors import ConfigError, DownloadError
 
 PAYLOAD = bytes(range(256)) * 400  # 102,400 bytes

@@ -12,7 +12,7 @@ from misalatch.cli import main as cli
 from misalatch.data.cache import load_prepared, read_prepared_info, save_prepared
 from misalatch.data.loading import load_dataset
 from misalatch.data.readers.mmsa_pickle import read_mmsa_pickle
-from misalatch.data.synthetic_files import write_misa_pickles, write_mmsa_pickle, write_mult_pickle, write_urfunny
+from misalatch.data.synthetic.files import write_misa_pickles, write_mmsa_pickle, write_mult_pickle, write_urfunny
 from misalatch.errors import ConfigError, DataFormatError
 
 

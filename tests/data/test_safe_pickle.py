@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from misalatch.data.safe_pickle import load_embedding_and_mapping, safe_load, safe_loads
-from misalatch.data.synthetic_files import write_embedding_and_mapping
+from misalatch.data.synthetic.files import write_embedding_and_mapping
 from misalatch.errors import DataFormatError, UnsafePickleError
 
 

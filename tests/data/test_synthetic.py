@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from misalatch.data import synthetic as S
+from misalatch.data.synthetic import mosi as S
 from misalatch.data.canonical import SPLITS
 from misalatch.data.synthetic import make_synthetic_mosi
 from misalatch.errors import ConfigError

@@ -192,7 +192,7 @@ def _source_masks(model: MISA, inputs: ModelInputs):
     block: FeedbackBlock = model.feedback
     low = model.low_level(inputs)
     axes = time_axes(model.config, low, inputs)
-    sources = block.high_level(model, low, inputs, axes)
+    sources = block.high_level(model.first_pass(low, inputs), axes)
     if block.mlp is not None:
         sources = {m: type(s)(block.mlp[m](s.value), s.lengths) for m, s in sources.items()}
     return block, axes, block.source_masks(sources, axes)
@@ -459,7 +459,7 @@ def test_unaligned_masks_are_resampled_source_sequences() -> None:
     with torch.no_grad():
         block, axes, per_source = _source_masks(model, inputs)
         low = model.low_level(inputs)
-        h_a = block.high_level(model, low, inputs, axes)["acoustic"]
+        h_a = block.high_level(model.first_pass(low, inputs), axes)["acoustic"]
         raw = torch.sigmoid(block.generator("visual", "acoustic")(h_a.value, h_a.lengths))  # (9, B, d_v)
     assert raw.shape[0] == 9
     expected = resample_time(raw, inputs.lengths_a, inputs.lengths_v, 7)

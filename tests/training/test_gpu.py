@@ -9,7 +9,8 @@ import torch
 
 from misalatch.data.batching import collate
 from misalatch.training.config import TrainConfig
-from misalatch.training.runs import load_run, train
+from misalatch.training.run_dir import load_run
+from misalatch.training.runs import train
 
 pytestmark = [
     pytest.mark.gpu,

@@ -12,9 +12,10 @@ import yaml
 
 from misalatch.cli import main as cli_main
 from misalatch.errors import ConfigError
-from misalatch.training.commands import parse_train_args
+from misalatch.cli.train import parse_train_args
 from misalatch.training.config import TrainConfig
-from misalatch.training.runs import load_run, train
+from misalatch.training.run_dir import load_run
+from misalatch.training.runs import train
 from tests.conftest import shared_file
 
 TINY = dict(synthetic_size=(48, 24, 24), text_encoder="learned", hidden_size=16, batch_size=16, max_epochs=2)

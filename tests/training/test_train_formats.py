@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from misalatch.cli import main as cli_main
-from misalatch.data import synthetic_files as sf
+from misalatch.data.synthetic import files as sf
 from misalatch.errors import ConfigError
 from misalatch.training.config import TrainConfig
 from misalatch.training.runs import train

@@ -18,7 +18,7 @@ from misalatch.data.readers.csd import (
     read_csd_metadata,
     read_label_sequence,
 )
-from misalatch.data.synthetic_csd import write_csd
+from misalatch.data.synthetic.csd import write_csd
 from misalatch.errors import ConfigError, DataFormatError
 
 # tests/data/readers/test_csd.py -> repo root is parents[3]; real files live beside the project

@@ -9,7 +9,7 @@ import pytest
 
 from misalatch.data.readers.misa_pickle import read_misa_pickles
 from misalatch.data.safe_pickle import load_embedding_and_mapping
-from misalatch.data.synthetic_files import write_misa_pickles
+from misalatch.data.synthetic.files import write_misa_pickles
 from misalatch.errors import DataFormatError, UnsafePickleError
 
 FILES = {"train": "train.pkl", "valid": "dev.pkl", "test": "test.pkl"}

@@ -10,7 +10,7 @@ import pytest
 
 from misalatch.data.readers.mmsa_pickle import read_mmsa_pickle
 from misalatch.data.safe_pickle import sha256_file
-from misalatch.data.synthetic_files import write_mmsa_pickle
+from misalatch.data.synthetic.files import write_mmsa_pickle
 from misalatch.errors import DataFormatError, UnsafePickleError
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from misalatch.data.readers.mult_pickle import read_mult_pickle
-from misalatch.data.synthetic_files import write_mult_pickle
+from misalatch.data.synthetic.files import write_mult_pickle
 from misalatch.errors import DataFormatError
 
 

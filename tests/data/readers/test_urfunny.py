@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from misalatch.data.readers.urfunny import TEXT_ID_OFFSET, read_urfunny, read_urfunny_labels
-from misalatch.data.synthetic_files import write_urfunny
+from misalatch.data.synthetic.files import write_urfunny
 from misalatch.errors import DataFormatError
 
 REAL = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "urfunny"

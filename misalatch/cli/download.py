@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Optional
 
 import tyro
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

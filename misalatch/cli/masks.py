@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
@@ -11,8 +10,6 @@ from typing import Literal, Optional
 import tyro
 
 from misalatch.errors import MisalatchError
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,7 +44,7 @@ def _run_feedback(run_dir: str) -> str:
 def main(argv: list[str]) -> int:
     from misalatch.data.batching import iterate_batches
     from misalatch.evaluation.masks import collect_masks, export_masks
-    from misalatch.training.runs import load_run
+    from misalatch.training.run_dir import load_run
 
     args = tyro.cli(MasksArgs, args=argv, prog="misalatch masks")
     if not Path(args.run_dir).is_dir():

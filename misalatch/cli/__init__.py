@@ -1,8 +1,9 @@
 """Command line: ``misalatch <command> [flags]`` (also ``python -m misalatch``).
 
-Each command is a small function taking its own argument list; flags are derived from typed
-dataclasses with tyro, so there is no hand-written ``add_argument`` per field. Only this module
-configures logging and prints; library code logs.
+Each command is a small module here (``misalatch/cli/<command>.py``) whose ``main(argv)`` parses its
+flags (typed dataclasses with tyro, so there is no hand-written ``add_argument`` per field) and calls
+down into the library. Only this package configures logging and prints; library code logs, and no
+library module imports ``misalatch.cli``.
 """
 
 from __future__ import annotations
@@ -30,13 +31,13 @@ def _lazy(module: str, attr: str) -> Command:
 
 
 COMMANDS: dict[str, tuple[str, Command]] = {
-    "train": ("train MISA or a MISA+MMLatch variant (default: built-in SYNTHETIC data)", _lazy("misalatch.training.commands", "train_main")),
-    "evaluate": ("re-evaluate a saved run", _lazy("misalatch.training.commands", "evaluate_main")),
-    "predict": ("write one prediction per segment id as CSV", _lazy("misalatch.training.commands", "predict_main")),
-    "check-parity": ("compare the MISA model with golden vectors of the original code", _lazy("misalatch.models.parity", "main")),
-    "prepare": ("read a dataset in any standard format into a prepared folder", _lazy("misalatch.data.prepare", "main")),
-    "masks": ("export feedback masks, heatmaps and statistics of a trained run", _lazy("misalatch.evaluation.masks_cli", "main")),
-    "download": ("fetch a public CMU-SDK file with sha256 verification", _lazy("misalatch.data.download_cli", "main")),
+    "train": ("train MISA or a MISA+MMLatch variant (default: built-in SYNTHETIC data)", _lazy("misalatch.cli.train", "main")),
+    "evaluate": ("re-evaluate a saved run", _lazy("misalatch.cli.evaluate", "main")),
+    "predict": ("write one prediction per segment id as CSV", _lazy("misalatch.cli.predict", "main")),
+    "check-parity": ("compare the MISA model with golden vectors of the original code", _lazy("misalatch.cli.check_parity", "main")),
+    "prepare": ("read a dataset in any standard format into a prepared folder", _lazy("misalatch.cli.prepare", "main")),
+    "masks": ("export feedback masks, heatmaps and statistics of a trained run", _lazy("misalatch.cli.masks", "main")),
+    "download": ("fetch a public CMU-SDK file with sha256 verification", _lazy("misalatch.cli.download", "main")),
 }
 
 

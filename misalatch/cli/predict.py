@@ -1,0 +1,32 @@
+"""``misalatch predict RUN_DIR --out FILE.csv``: one prediction per segment id of a split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import tyro
+
+
+@dataclass(frozen=True)
+class PredictArgs:
+    """Write one prediction per segment id of a split as CSV."""
+
+    run_dir: tyro.conf.Positional[str]
+    out: str
+    """CSV file to write (split, segment_id, label, prediction)."""
+    data: Optional[str] = None
+    data_root: Optional[str] = None
+    split: Literal["train", "valid", "test", "all"] = "test"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+def main(argv: list[str]) -> int:
+    from misalatch.training.run_dir import evaluate_run, load_run, write_predictions
+
+    args = tyro.cli(PredictArgs, args=argv, prog="misalatch predict")
+    run = load_run(args.run_dir, data=args.data, data_root=args.data_root, device=args.device)
+    splits = ("train", "valid", "test") if args.split == "all" else (args.split,)
+    path = write_predictions(evaluate_run(run, splits), args.out)
+    print(f"written: {path} ({sum(len(run.dataset.splits[s]) for s in splits)} rows)")
+    return 0

@@ -1,0 +1,189 @@
+"""The run folder's life: claimed, written (config, history and curves, metrics, text assets) and
+loaded back for ``evaluate``, ``predict`` and ``masks``.
+
+    <out>/                      one seed: the run folder itself; several seeds: seed-<s>/ each,
+      config.yaml               plus aggregate.json / aggregate.csv (mean ± std, per-seed values)
+      metrics.json
+      history.csv, curves.png   one row per epoch, and its plot
+      best.safetensors, best.json, best.optim.safetensors
+      tokenizer/ | vocab.json   what the text was prepared with, so the run reloads offline
+
+:func:`load_run` rebuilds the model from the sidecar and the data with the run's own text preparation.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from misalatch.data.batching import BatchSpec
+from misalatch.data.canonical import CanonicalDataset
+from misalatch.data.loading import load_dataset
+from misalatch.data.text import apply_vocab
+from misalatch.errors import ConfigError, MisalatchError, ResourceNotFoundError
+from misalatch.evaluation.plots import plot_history
+from misalatch.models.config import MisaConfig
+from misalatch.models.misa import MISA
+from misalatch.resources import load_tokenizer
+from misalatch.training.checkpoint import atomic_write_text, load_weights, read_sidecar
+from misalatch.training.config import TrainConfig
+from misalatch.training.loop import SplitEvaluation, evaluate
+from misalatch.training.setup import SOURCE_ENCODER, RunSetup, resolve_device, tokenize_once
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------
+# writing a run folder
+# ----------------------------------------------------------------------------------------------
+def claim_out_dir(cfg: TrainConfig, dataset: CanonicalDataset) -> Path:
+    out = Path(cfg.out) if cfg.out else Path("runs") / f"{Path(cfg.data).stem}-{cfg.feedback}"
+    if out.exists() and any(out.iterdir()):
+        if not cfg.overwrite:
+            raise ConfigError(f"{out}: output folder exists and is not empty; choose another --out or pass --overwrite")
+        if not (out / "config.yaml").is_file() and not (out / "aggregate.json").is_file():
+            raise ConfigError(f"{out}: refusing to overwrite a folder that is not a misalatch run")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _history_csv(history: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    if history:
+        writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    return buffer.getvalue()
+
+
+def data_facts(dataset: CanonicalDataset) -> dict[str, Any]:
+    return {
+        "name": dataset.name,
+        "synthetic": dataset.synthetic,
+        "task": dataset.task,
+        "alignment": dataset.alignment,
+        "split_sizes": dataset.split_sizes(),
+        "truncated": dataset.meta.get("truncated", {}),
+        "dropped": dataset.meta.get("dropped", {}),
+        "nonfinite": dataset.meta.get("nonfinite", {}),
+    }
+
+
+def save_text_assets(setup: RunSetup, run_dir: Path) -> None:
+    if setup.text.tokenizer is not None:
+        setup.text.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
+    if setup.dataset.vocab is not None:
+        atomic_write_text(run_dir / "vocab.json", json.dumps(setup.dataset.vocab))
+
+
+def _indent(text: str) -> str:
+    return "".join(f"  {line}\n" for line in text.splitlines())
+
+
+def write_run_config(run_dir: Path, setup: RunSetup, resolved: TrainConfig) -> None:
+    """config.yaml: the resolved flags, then what they resolved to (text encoder, model, data facts)."""
+    config_yaml = resolved.to_yaml() + "resolved:\n" + _indent(
+        json.dumps({"text_encoder": setup.text.description, "model": setup.model_config.to_dict(),
+                    "data": data_facts(setup.dataset)}, indent=2, default=str))
+    atomic_write_text(run_dir / "config.yaml", config_yaml)
+
+
+def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """history.csv (one row per epoch) and its plot curves.png."""
+    atomic_write_text(run_dir / "history.csv", _history_csv(history))
+    plot_history(run_dir / "history.csv", run_dir / "curves.png")
+
+
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=True))
+
+
+# ----------------------------------------------------------------------------------------------
+# loading a saved run
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    config: TrainConfig
+    model: MISA  # eval mode, best weights
+    dataset: CanonicalDataset  # text prepared with the run's own tokenizer / vocabulary
+    spec: BatchSpec
+    device: torch.device
+    sidecar: dict[str, Any]
+
+
+def load_run(run_dir: str | Path, *, data: str | None = None, data_root: str | None = None,
+             device: str = "auto") -> LoadedRun:
+    """Rebuild a run's best model and its data (or other ``data``) prepared the same way."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir}: no such run folder")
+    sidecar = read_sidecar(run_dir, "best")
+    cfg = TrainConfig.from_dict(sidecar["config"], source=str(run_dir / "best.json"))
+    model_config = MisaConfig.from_dict(sidecar["model_config"])
+    if data is not None or data_root is not None:
+        cfg = cfg.replace(data=data or cfg.data, data_root=data_root or cfg.data_root)
+    dataset = load_dataset(cfg.data, data_root=cfg.data_root,
+                           synthetic_sizes=dict(zip(("train", "valid", "test"), cfg.synthetic_size)))
+    if model_config.text_encoder == "bert" and dataset._first("bert_ids") is None:
+        tok_dir = run_dir / "tokenizer"
+        if not tok_dir.is_dir():
+            raise ResourceNotFoundError(f"{tok_dir}: the run's tokenizer is missing")
+        dataset = tokenize_once(dataset, load_tokenizer(tok_dir), cfg.max_wordpieces)
+    elif model_config.text_encoder == "glove" and dataset.has_words and cfg.text_encoder != SOURCE_ENCODER:
+        vocab_file = run_dir / "vocab.json"
+        if not vocab_file.is_file():
+            raise ResourceNotFoundError(f"{vocab_file}: the run's vocabulary is missing")
+        dataset = apply_vocab(dataset, json.loads(vocab_file.read_text()))
+    dev = resolve_device(device)
+    model = MISA(model_config)
+    load_weights(run_dir, "best", model)
+    model.to(dev).eval()
+    spec = BatchSpec(text_encoder=model_config.text_encoder, modalities=cfg.modalities, alignment=dataset.alignment,
+                     task=dataset.task, visual_dim=model_config.visual_size, acoustic_dim=model_config.acoustic_size)
+    if dataset.visual_dim not in (None, model_config.visual_size) or dataset.acoustic_dim not in (None, model_config.acoustic_size):
+        raise MisalatchError(
+            f"--data {cfg.data}: feature sizes (visual {dataset.visual_dim}, acoustic {dataset.acoustic_dim}) do not "
+            f"match the run's model (visual {model_config.visual_size}, acoustic {model_config.acoustic_size})"
+        )
+    return LoadedRun(run_dir, cfg, model, dataset, spec, dev, sidecar)
+
+
+def evaluate_run(run: LoadedRun, splits: tuple[str, ...] = ("valid", "test")) -> dict[str, SplitEvaluation]:
+    return {
+        split: evaluate(run.model, run.dataset.splits[split], run.spec, batch_size=run.config.batch_size or 32,
+                        device=run.device, reduction=run.config.dev_loss_reduction)
+        for split in splits
+    }
+
+
+def write_predictions(evaluations: dict[str, SplitEvaluation], path: str | Path) -> Path:
+    """One row per segment id: split, id, label, prediction (class and logits for classification)."""
+    path = Path(path)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    first = next(iter(evaluations.values()))
+    n_classes = 1 if first.predictions.ndim == 1 else first.predictions.shape[1]
+    header = ["split", "segment_id", "label", "prediction"]
+    if n_classes > 1:
+        header += [f"logit_{c}" for c in range(n_classes)]
+    writer.writerow(header)
+    for split, ev in evaluations.items():
+        for i, seg_id in enumerate(ev.ids):
+            if n_classes == 1:
+                writer.writerow([split, seg_id, repr(float(ev.labels[i])), repr(float(ev.predictions[i]))])
+            else:
+                logits = ev.predictions[i]
+                writer.writerow([split, seg_id, int(ev.labels[i]), int(np.argmax(logits)), *map(float, logits)])
+    atomic_write_text(path, buffer.getvalue())
+    return path
