@@ -168,10 +168,20 @@ def _aliases(tree: ast.Module) -> dict[str, ast.expr]:
 
 
 def dataclass_fields(module: str | None, name: str) -> list[tuple[str, ast.expr, ast.expr | None, str]]:
-    """(name, annotation, default, docstring) of every field of a dataclass, in order."""
+    """(name, annotation, default, docstring) of every field of a dataclass, in dataclass order:
+    the fields of its bases (classes of the package) first, a redefined field keeping its place."""
     node, tree = _find_class(module, name)
+    fields: dict[str, tuple[str, ast.expr, ast.expr | None, str]] = {}
+    for base in node.bases:
+        base_name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", None)
+        if base_name is None:
+            continue
+        try:
+            inherited = dataclass_fields(None, base_name)
+        except DocsError:
+            continue  # a base from outside the package (object, Generic, ...)
+        fields.update((f[0], f) for f in inherited)
     aliases = _aliases(tree)
-    fields: list[tuple[str, ast.expr, ast.expr | None, str]] = []
     body = node.body
     for i, stmt in enumerate(body):
         if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
@@ -183,10 +193,10 @@ def dataclass_fields(module: str | None, name: str) -> list[tuple[str, ast.expr,
             annotation = stmt.annotation
             if isinstance(annotation, ast.Name) and annotation.id in aliases:
                 annotation = aliases[annotation.id]
-            fields.append((stmt.target.id, annotation, stmt.value, doc))
+            fields[stmt.target.id] = (stmt.target.id, annotation, stmt.value, doc)
     if not fields:
         raise DocsError(f"{module or PACKAGE}.{name} has no fields")
-    return fields
+    return list(fields.values())
 
 
 def render_flags(module: str | None, name: str) -> str:

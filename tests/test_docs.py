@@ -104,6 +104,28 @@ def test_command_table_lists_every_command() -> None:
         assert f"`misalatch {name}`" in table and entry[0] in table
 
 
+def test_flag_table_follows_dataclass_inheritance(tmp_path: Path) -> None:
+    (tmp_path / "misalatch" / "lib").mkdir(parents=True)
+    (tmp_path / "misalatch" / "__init__.py").write_text("")
+    (tmp_path / "misalatch" / "lib" / "__init__.py").write_text("")
+    (tmp_path / "misalatch" / "lib" / "base.py").write_text(
+        'Kind = Literal["a", "b"]\n\nclass Source:\n    kind: Kind\n    """What to read."""\n'
+        '    limit: Optional[int] = None\n    """Upper <bound>."""\n')
+    (tmp_path / "misalatch" / "cmd.py").write_text(
+        "class Args(Source):\n    out: tyro.conf.Positional[str]\n    limit: int = 3\n"
+        "    flag: bool = True\n    \"\"\"Say | so.\"\"\"\n")
+    hooks = _hooks()
+    hooks.on_config(SimpleNamespace(config_file_path=str(tmp_path / "mkdocs.yml")))
+    rows = hooks.render_flags(None, "Args").splitlines()[2:]
+    assert rows == [
+        "| `--kind` | `a` \\| `b` | required | What to read. |",
+        "| `--limit` | `int` | `3` |  |",  # redefined in the subclass: its place, the new default
+        "| `OUT` (positional) | `str` | required |  |",
+        "| `--flag` / `--no-flag` | flag | `True` | Say \\| so. |",
+    ]
+    assert hooks.all_modules() == ["misalatch.cmd", "misalatch.lib.base"]
+
+
 def test_markers_naming_missing_code_fail() -> None:
     hooks = _hooks()
     for marker in ("<!-- flags: NoSuchArgs -->", "<!-- api: misalatch.no_such_room -->",
