@@ -8,7 +8,8 @@ Three markers are expanded in the Markdown of any page:
 * ``<!-- flags: TrainConfig -->`` (or ``<!-- flags: misalatch.training.config:TrainConfig -->``) becomes a
   table of the dataclass's fields as command-line flags (tyro's naming), with type, default and the
   field's docstring; a bare class name is looked up in the whole package, so it survives moves;
-* ``<!-- commands -->`` becomes the table of commands of ``misalatch.cli.COMMANDS``.
+* ``<!-- commands -->`` becomes the table of commands of ``misalatch.cli.COMMANDS``, each linked to its
+  ``## `misalatch NAME``` section (a command without one is a warning).
 
 Everything is read from the source with :mod:`ast` (nothing is imported, so building the docs needs
 neither torch nor data). A public module of ``misalatch/`` that no ``api`` marker covers is a warning,
@@ -234,20 +235,28 @@ def cli_commands() -> list[tuple[str, str]]:
     raise DocsError(f"{module} has no literal COMMANDS table")
 
 
-def render_commands() -> str:
+def render_commands(markdown: str = "", page: str = "this page") -> str:
+    """The command table, each name linked to its section; a command without a ``## `misalatch NAME```
+    section on the page is a warning (so a new command gets documented)."""
     rows = ["| command | what it does |", "|---|---|"]
-    rows += [f"| [`misalatch {name}`](#misalatch-{name}) | {_one_line(text)} |" for name, text in cli_commands()]
+    for name, text in cli_commands():
+        if re.search(rf"^##+ `misalatch {re.escape(name)}`", markdown, re.M):
+            rows.append(f"| [`misalatch {name}`](#misalatch-{name}) | {_one_line(text)} |")
+        else:
+            log.warning("%s: command %r has no section; add a heading '## `misalatch %s`' with its flags "
+                        "(<!-- flags: ItsArgsClass -->)", page, name, name)
+            rows.append(f"| `misalatch {name}` | {_one_line(text)} |")
     return "\n".join(rows)
 
 
 # ---------------------------------------------------------------------------------------------
 # hooks
 # ---------------------------------------------------------------------------------------------
-def expand(markdown: str) -> str:
+def expand(markdown: str, page: str = "this page") -> str:
     """The page with every marker replaced (raises DocsError on a marker naming missing code)."""
     markdown = _API.sub(lambda m: render_api(m.group(1)), markdown)
     markdown = _FLAGS.sub(lambda m: render_flags(m.group(1), m.group(2)), markdown)
-    return _COMMANDS.sub(lambda m: render_commands(), markdown)
+    return _COMMANDS.sub(lambda m: render_commands(markdown, page), markdown)
 
 
 def on_files(files: Any, config: Any) -> Any:
@@ -272,7 +281,7 @@ def on_files(files: Any, config: Any) -> Any:
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     try:
-        return expand(markdown)
+        return expand(markdown, page.file.src_uri)
     except (DocsError, SyntaxError, ValueError) as err:
         from mkdocs.exceptions import PluginError
 

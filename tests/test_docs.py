@@ -99,9 +99,22 @@ def test_command_table_lists_every_command() -> None:
 
     hooks = _hooks()
     assert [name for name, _ in hooks.cli_commands()] == list(COMMANDS)
-    table = hooks.expand("<!-- commands -->")
+    sections = "".join(f"## `misalatch {name}`\n" for name in COMMANDS)
+    table = hooks.expand("<!-- commands -->\n" + sections)
     for name, entry in COMMANDS.items():
-        assert f"`misalatch {name}`" in table and entry[0] in table
+        assert f"[`misalatch {name}`](#misalatch-{name})" in table and entry[0] in table
+
+
+def test_command_without_section_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    from misalatch.cli import COMMANDS
+
+    first, *others = COMMANDS
+    with caplog.at_level("WARNING", logger="mkdocs.hooks.misalatch"):
+        table = _hooks().expand("<!-- commands -->\n" + "".join(f"## `misalatch {n}`\n" for n in others), "cli.md")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cli.md: command {first!r} has no section; add a heading '## `misalatch {first}`' with its flags "
+        "(<!-- flags: ItsArgsClass -->)"]
+    assert f"| `misalatch {first}` |" in table  # listed, not linked to a missing anchor
 
 
 def test_flag_table_follows_dataclass_inheritance(tmp_path: Path) -> None:
