@@ -18,10 +18,13 @@ class EvaluateArgs:
     """Re-evaluate a saved run on its validation and test splits (or on other data)."""
 
     run_dir: tyro.conf.Positional[str]
+    """The run folder written by misalatch train (with several seeds: one of its seed-<s>/ folders)."""
     data: Optional[str] = None
     """Other data prepared the same way (default: the run's own --data)."""
     data_root: Optional[str] = None
+    """Where mosi|mosei|ur_funny live (default: the run's own, else MISALATCH_DATA)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto picks CUDA when available."""
     out: Optional[str] = None
     """Where to write the metrics JSON (default: RUN_DIR/evaluation.json)."""
 

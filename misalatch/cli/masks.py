@@ -19,7 +19,9 @@ class MasksArgs:
     per-label-class means)."""
 
     run_dir: tyro.conf.Positional[str]
+    """The run folder of a feedback run (trained with --feedback other than none)."""
     split: Literal["train", "valid", "test"] = "test"
+    """Split whose masks are exported."""
     out: Optional[str] = None
     """Output folder (default: RUN_DIR/masks-<split>)."""
     samples: int = 4
@@ -29,9 +31,11 @@ class MasksArgs:
     data: Optional[str] = None
     """Other data prepared the same way (default: the run's own --data)."""
     data_root: Optional[str] = None
+    """Where mosi|mosei|ur_funny live (default: the run's own, else MISALATCH_DATA)."""
     batch_size: Optional[int] = None
     """Default: the run's batch size."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto picks CUDA when available."""
 
 
 def _run_feedback(run_dir: str) -> str:

@@ -13,12 +13,17 @@ class PredictArgs:
     """Write one prediction per segment id of a split as CSV."""
 
     run_dir: tyro.conf.Positional[str]
+    """The run folder written by misalatch train (with several seeds: one of its seed-<s>/ folders)."""
     out: str
     """CSV file to write (split, segment_id, label, prediction)."""
     data: Optional[str] = None
+    """Other data prepared the same way (default: the run's own --data)."""
     data_root: Optional[str] = None
+    """Where mosi|mosei|ur_funny live (default: the run's own, else MISALATCH_DATA)."""
     split: Literal["train", "valid", "test", "all"] = "test"
+    """Split to predict; all writes train, valid and test."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto picks CUDA when available."""
 
 
 def main(argv: list[str]) -> int:

@@ -41,7 +41,8 @@ def resample_time(
 
     Args:
         x: time-first sequence; only steps ``< src_lengths[b]`` of sample ``b`` are read.
-        src_lengths, dst_lengths: ``(B,)`` integer lengths (any device; both >= 1).
+        src_lengths: ``(B,)`` integer lengths of the input (any device; >= 1).
+        dst_lengths: ``(B,)`` integer lengths of the result (any device; >= 1).
         total_length: time size of the result (default ``max(dst_lengths)``).
 
     Returns:
