@@ -39,7 +39,7 @@ import struct
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -943,3 +943,70 @@ def record_drops(label: str, split: str, drops: "Counter[str]", dropped: "Counte
         dropped.update(drops)
         dropped_by_split[split] = dict(drops)
         log.info("%s: split %s: dropped %s", label, split, dict(drops))
+
+
+# A word id names a row of the embedding matrix the model allocates: real vocabularies (MISA's
+# MOSI/MOSEI word2id, GloVe 840B's 2.2 M words) stay far below this, a forged 10**9 does not.
+MAX_WORD_ID = 10_000_000
+
+
+def float_values(value: Any, where: str, field: str, n: int | None = None) -> np.ndarray:
+    """``value`` as a float64 array (numeric arrays or lists of numbers only), ``n`` values first."""
+    arr = value if isinstance(value, np.ndarray) else None
+    if arr is None and isinstance(value, (list, tuple, int, float, np.generic)) and not isinstance(value, bool):
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError):
+            arr = None
+    if arr is None or arr.dtype.kind not in "biuf":
+        found = f"dtype {arr.dtype}" if arr is not None else describe(value)
+        raise DataFormatError(f"{where}: field {field!r} must hold numbers, found {found}")
+    arr = arr.astype(np.float64)
+    if n is not None and arr.shape[:1] != (n,):
+        raise DataFormatError(f"{where}: field {field!r} has shape {arr.shape}, expected {n} values first")
+    return arr
+
+
+def id_strings(value: Any, where: str, field: str, n: int) -> list[str]:
+    """Segment ids as strings: a 1-D str / bytes / integer array, or a list of such scalars."""
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1 or value.dtype.kind not in "USiu":
+            raise DataFormatError(f"{where}: field {field!r} must be a 1-D array of str or int ids, "
+                                  f"found {describe(value)}")
+        items = value.tolist()
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        raise DataFormatError(f"{where}: field {field!r} must be a list or array of ids, found {describe(value)}")
+    if len(items) != n:
+        raise DataFormatError(f"{where}: field {field!r} has {len(items)} ids but there are {n} samples")
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, bytes):
+            item = item.decode("utf-8", errors="replace")
+        elif isinstance(item, (int, np.integer)) and not isinstance(item, (bool, np.bool_)):
+            item = str(int(item))
+        if not isinstance(item, str):
+            raise DataFormatError(f"{where}: field {field!r} entry {i} must be a str or int id, found "
+                                  f"{type(item).__name__}")
+        out.append(str(item))
+    return out
+
+
+def check_unique_ids(ids: Iterable[tuple[str, str]], where: str, field: str) -> None:
+    """Refuse a repeated segment id (``(id, place)`` pairs), as the CSV reader does: two segments
+    with one id would silently overwrite each other in predictions and results."""
+    first: dict[str, str] = {}
+    for seg_id, place in ids:
+        if seg_id in first:
+            raise DataFormatError(f"{where}: field {field!r}: duplicate id {seg_id!r} ({first[seg_id]} and {place})")
+        first[seg_id] = place
+
+
+def class_label(value: float, where: str, field: str = "label", classes: int = 2) -> int:
+    """A classification label: exactly one of 0..classes-1; NaN is refused, never read as class 0."""
+    v = float(value)
+    if not (np.isfinite(v) and v.is_integer() and 0 <= v < classes):
+        expected = "0 or 1" if classes == 2 else f"a class in 0..{classes - 1}"
+        raise DataFormatError(f"{where}: field {field!r}: classification label must be {expected}, found {value!r}")
+    return int(v)
