@@ -385,6 +385,11 @@ _PUSH_ARG = frozenset({"INT", "LONG", "BININT", "BININT1", "BININT2", "LONG1", "
 _INTERNAL = (_Global, _Dtype, _PendingArray)
 
 
+def _printable(name: str) -> str:
+    """A name from the file as it may appear in a one-line message."""
+    return name if name.isprintable() and len(name) <= 200 else repr(name[:200])
+
+
 class _Machine:
     """Runs one pickle's opcodes on a stack; see the module docstring for what it admits."""
 
@@ -573,7 +578,7 @@ class _Machine:
     def global_(self, module: str, qual: str) -> _Global:
         role = _GLOBAL_ROLES.get((module, qual))
         if role is None:
-            raise _Refused(f"refused to load global {module}.{qual}")
+            raise _Refused(f"refused to load global {_printable(module)}.{_printable(qual)}")
         return _Global(f"{module}.{qual}" if role != "ndarray" else _NDARRAY, self.globals[role])
 
     def call(self, func: Any, args: Any) -> Any:
@@ -732,6 +737,10 @@ def _children(obj: Any) -> Iterator[Any]:
 # ---- the public loaders ----
 
 
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:500]
+
+
 def _load_stream(fh: Any, size: int, source: str, encoding: str, limits: PickleLimits | None) -> object:
     limits = limits or PickleLimits.from_env()
     if size > limits.max_input_bytes:
@@ -746,16 +755,16 @@ def _load_stream(fh: Any, size: int, source: str, encoding: str, limits: PickleL
         return result
     except _Refused as err:
         raise UnsafePickleError(
-            f"{source}: {err}; only numpy arrays and scalars of plain dtypes, OrderedDict and plain "
+            f"{source}: {_one_line(err)}; only numpy arrays and scalars of plain dtypes, OrderedDict and plain "
             "containers are admitted, and nothing from this file was executed"
         ) from None
     except _Broken as err:
-        raise DataFormatError(f"{source}: not a readable pickle: {err}") from None
+        raise DataFormatError(f"{source}: not a readable pickle: {_one_line(err)}") from None
     except (ValueError, EOFError, struct.error, OverflowError, AssertionError, UnicodeError,
             IndexError, KeyError, TypeError) as err:
         # malformed opcodes or arguments as pickletools decodes them, or a truncated file
         raise DataFormatError(
-            f"{source}: not a readable pickle ({type(err).__name__}: {err}); the file may be truncated "
+            f"{source}: not a readable pickle ({type(err).__name__}: {_one_line(err)}); the file may be truncated "
             "or of another format"
         ) from None
     except MemoryError:
