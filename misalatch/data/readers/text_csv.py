@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 REQUIRED_COLUMNS: tuple[str, ...] = ("segment_id", "text", "label", "split")
 SPLIT_ALIASES: dict[str, str] = {"train": "train", "valid": "valid", "dev": "valid", "test": "test"}
 # A plain decimal number. float() alone also takes "0_3" (3.0), "١" (Arabic digits), "nan", "inf".
-_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
 def _decode(path: Path, raw: bytes) -> str:
@@ -63,7 +63,14 @@ def read_text_csv(path: str | Path) -> CanonicalDataset:
     first_line: dict[str, int] = {}
     dropped: dict[str, list[str]] = {"empty": [], "no_fold": []}
     text = _decode(path, path.read_bytes())
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    pulled = [0]  # lines handed to the csv module: the line of a csv.Error (its line_num lags)
+
+    def lines():
+        for line in io.StringIO(text, newline=""):
+            pulled[0] += 1
+            yield line
+
+    reader = csv.DictReader(lines())
     try:
         columns = reader.fieldnames or []
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
@@ -106,7 +113,7 @@ def read_text_csv(path: str | Path) -> CanonicalDataset:
                 continue
             splits[split].append(Segment(id=seg_id, label=label, words=words))
     except csv.Error as err:  # a field over csv.field_size_limit(), a NUL byte, an unclosed quote
-        raise DataFormatError(f"{path}, line {reader.line_num}: not a readable CSV row ({err})") from None
+        raise DataFormatError(f"{path}, line {pulled[0]}: not a readable CSV row ({err})") from None
 
     for split in SPLITS:
         if not splits[split]:
