@@ -174,6 +174,13 @@ def _check_arrays(where: str, arrays: dict[str, np.ndarray], task: str, num_clas
         elif not np.all(np.isfinite(labels)):
             raise DataFormatError(f"{where}: field 'labels' holds {int((~np.isfinite(labels)).sum())} NaN or "
                                   "infinite values (readers set them to 0 and count them; this folder was altered)")
+    wp = arrays.get("wp2word")
+    if wp is not None and wp.size and (wp.min() < -1 or wp.max() >= MAX_VOCAB):
+        raise DataFormatError(f"{where}: field 'wp2word' holds word index {wp.min() if wp.min() < -1 else wp.max()}, "
+                              "expected -1 (special tokens) or a word index")
+    if "wp2word" in arrays and "bert_ids" in arrays and not np.array_equal(
+            arrays.get("wp2word_offsets"), arrays.get("bert_ids_offsets")):
+        raise DataFormatError(f"{where}: fields 'wp2word' and 'bert_ids' differ in length for some segment")
     for key in ("text_ids", "bert_ids"):
         arr = arrays.get(key)
         if arr is not None and arr.size and (arr.min() < 0 or arr.max() >= MAX_VOCAB):
@@ -503,6 +510,7 @@ def load_prepared(path: str | os.PathLike[str], *, verify: bool = True) -> Canon
         text_encoder=fields.get("text_encoder"),
         meta=meta,
     )
+    ds.validate(str(folder))  # widths, word-aligned lengths, class labels: as every reader's output
     log.debug("loaded prepared dataset %s (%s)", folder, doc.get("fingerprint"))
     return ds
 
