@@ -383,6 +383,8 @@ _PUSH_ARG = frozenset({"INT", "LONG", "BININT", "BININT1", "BININT2", "LONG1", "
 
 
 _INTERNAL = (_Global, _Dtype, _PendingArray)
+_BIG = 1 << 20  # buffers from this size on are dropped from the memo once an array holds their data
+_RELEASED = object()
 
 
 def _printable(name: str) -> str:
@@ -400,11 +402,28 @@ class _Machine:
         self.stack: list[Any] = []
         self.marks: list[int] = []
         self.memo: dict[int, Any] = {}
+        self.big: dict[int, int] = {}  # id of a large memoized buffer -> its memo key
         self.globals = {
             "reconstruct": _reconstruct, "ndarray": None, "dtype": _new_dtype,
             "scalar": _scalar_factory(limits), "frombuffer": _frombuffer_factory(limits, self),
             "ordered_dict": _ordered_dict, "codecs_encode": _codecs_encode, "bytes": _empty_bytes,
         }
+
+    def put(self, key: int, value: Any) -> None:
+        """Store a memo entry; large buffers (and array states holding them) are remembered so that
+        :meth:`release` can drop them once an array owns a copy (otherwise the memo would keep a
+        second copy of every array alive until the end: twice the file in memory)."""
+        self.memo[key] = value
+        t = type(value)
+        if (t is bytes or t is str) and len(value) >= _BIG or t is tuple and len(value) in (4, 5) and any(
+                type(v) in (bytes, str) and len(v) >= _BIG for v in value):
+            self.big[id(value)] = key
+
+    def release(self, *objs: Any) -> None:
+        for obj in objs:
+            key = self.big.pop(id(obj), None)
+            if key is not None and self.memo.get(key) is obj:
+                self.memo[key] = _RELEASED
 
     def count_array_bytes(self, n: int) -> None:
         self.array_bytes += n
@@ -457,9 +476,9 @@ class _Machine:
             if name in _PUSH_ARG:  # the common case first: a value given inline
                 st.append(arg)
             elif name == "MEMOIZE" and st:
-                memo[len(memo)] = st[-1]
+                self.put(len(memo), st[-1])
             elif name == "BINPUT" and st:
-                memo[arg] = st[-1]
+                self.put(arg, st[-1])
             elif name in _REFUSED_OPS:
                 raise _Refused(f"opcode {name} ({_REFUSED_OPS[name]}) is not admitted")
             elif name in ("PROTO", "FRAME"):
@@ -524,15 +543,18 @@ class _Machine:
             elif name in ("GET", "BINGET", "LONG_BINGET"):
                 if arg not in self.memo:
                     raise _Broken(f"memo entry {arg} is used before it was stored")
-                st.append(self.memo[arg])
+                value = self.memo[arg]
+                if value is _RELEASED:
+                    raise _Broken(f"memo entry {arg} (an array's data) is used a second time")
+                st.append(value)
             elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
                 if not st:
                     raise _Broken("PUT on an empty stack")
-                self.memo[arg] = st[-1]
+                self.put(arg, st[-1])
             elif name == "MEMOIZE":
                 if not st:
                     raise _Broken("MEMOIZE on an empty stack")
-                self.memo[len(self.memo)] = st[-1]
+                self.put(len(self.memo), st[-1])
             elif name == "GLOBAL":
                 module, _, qual = arg.partition(" ")
                 st.append(self.global_(module, qual))
@@ -588,6 +610,8 @@ class _Machine:
             raise _Broken(f"REDUCE arguments must be a tuple, found {_kind_of(args)}")
         if func.build is None:
             raise _Refused(f"calling {func.qualname} is not admitted")
+        if self.big:  # a buffer passed to _frombuffer / scalar / _codecs.encode is copied by them
+            self.release(*args)
         if func.qualname.endswith("_reconstruct"):
             if len(args) != 3:
                 raise _Broken("_reconstruct takes 3 arguments")
@@ -605,6 +629,7 @@ class _Machine:
             if target.array is not None:
                 raise _Refused("an array's state is set twice")
             target.array = self.build_array(state)
+            self.release(state, state[-1])  # the array holds a copy of the data now
         else:
             raise _Refused(f"BUILD (setting the state of {_kind_of(target)}) is not admitted")
 
