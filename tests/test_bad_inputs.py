@@ -439,6 +439,19 @@ PREPARED_CASES = [
 ]
 
 
+# ---- model configuration sizes (checkpoint sidecars) -----------------------------------------------
+
+
+@pytest.mark.parametrize("field, value", [("hidden_size", 10**8), ("vocab_size", 10**9), ("visual_size", 10**7),
+                                          ("text_input_size", 1e3), ("num_classes", True)])
+def test_forged_model_sizes_are_refused_before_allocation(field, value):
+    from misalatch.errors import ConfigError
+    from misalatch.models.config import MisaConfig
+
+    with pytest.raises(ConfigError, match=field):
+        MisaConfig.from_dict({field: value})
+
+
 # ---- the tests ------------------------------------------------------------------------------------
 
 READER_CASES = ([pytest.param(c, id=f"mmsa-{c.id}") for c in MMSA_CASES]
