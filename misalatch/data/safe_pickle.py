@@ -383,8 +383,11 @@ _PUSH_ARG = frozenset({"INT", "LONG", "BININT", "BININT1", "BININT2", "LONG1", "
 
 
 _INTERNAL = (_Global, _Dtype, _PendingArray)
+_INTERNAL_TYPES = frozenset(_INTERNAL)
 _BIG = 1 << 20  # buffers from this size on are dropped from the memo once an array holds their data
 _RELEASED = object()
+_MISSING = object()
+_GO_ON = object()  # step() result of every opcode but STOP
 
 
 def _printable(name: str) -> str:
@@ -468,117 +471,195 @@ class _Machine:
         return data.decode(self.encoding)
 
     # -- the interpreter --
-    def run(self, stream: Any) -> Any:
+    def run(self, buf: Any) -> Any:
+        """Run the pickle in ``buf`` (bytes or a read-only mmap) to its STOP.
+
+        The most frequent opcodes (numbers, short strings, memo access, marks, empty containers)
+        are decoded here with ``struct``; every other one is decoded by its ``pickletools`` argument
+        reader and executed by :meth:`step`. Both paths check that the bytes they read exist.
+        """
+        stream = io.BytesIO(buf) if isinstance(buf, (bytes, bytearray)) else buf
+        n = len(buf)
+        st, memo, unpack = self.stack, self.memo, struct.unpack_from
+        code2op = pickletools.code2op
+        pos = 0
+        while pos < n:
+            c = buf[pos]
+            if c == 0x47:  # BINFLOAT
+                if pos + 9 > n:
+                    break
+                st.append(unpack(">d", buf, pos + 1)[0])
+                pos += 9
+            elif c == 0x4B:  # BININT1
+                if pos + 2 > n:
+                    break
+                st.append(buf[pos + 1])
+                pos += 2
+            elif c == 0x4A:  # BININT
+                if pos + 5 > n:
+                    break
+                st.append(unpack("<i", buf, pos + 1)[0])
+                pos += 5
+            elif c == 0x4D:  # BININT2
+                if pos + 3 > n:
+                    break
+                st.append(unpack("<H", buf, pos + 1)[0])
+                pos += 3
+            elif c == 0x94 and st:  # MEMOIZE
+                self.put(len(memo), st[-1])
+                pos += 1
+            elif c == 0x71 and st:  # BINPUT
+                if pos + 2 > n:
+                    break
+                self.put(buf[pos + 1], st[-1])
+                pos += 2
+            elif c == 0x68 or c == 0x6A:  # BINGET, LONG_BINGET
+                width = 1 if c == 0x68 else 4
+                if pos + 1 + width > n:
+                    break
+                key = buf[pos + 1] if width == 1 else unpack("<I", buf, pos + 1)[0]
+                value = memo.get(key, _MISSING)
+                if value is _MISSING or value is _RELEASED:
+                    self.step("BINGET", key)  # raises the precise error
+                st.append(value)
+                pos += 1 + width
+            elif c == 0x8C:  # SHORT_BINUNICODE
+                if pos + 2 > n or pos + 2 + buf[pos + 1] > n:
+                    break
+                end = pos + 2 + buf[pos + 1]
+                st.append(str(buf[pos + 2:end], "utf-8", "surrogatepass"))
+                pos = end
+            elif c == 0x28:  # MARK
+                self.marks.append(len(st))
+                pos += 1
+            elif c == 0x4E:  # NONE
+                st.append(None)
+                pos += 1
+            else:
+                op = code2op.get(chr(c))
+                if op is None:
+                    raise _Broken(f"unknown opcode {bytes([c])!r} at byte {pos}")
+                stream.seek(pos + 1)
+                arg = op.arg.reader(stream) if op.arg is not None else None
+                pos = stream.tell()
+                result = self.step(op.name, arg)
+                if result is not _GO_ON:
+                    return result
+        raise _Broken("pickle ended before STOP (the file is truncated)")
+
+    def step(self, name: str, arg: Any) -> Any:
+        """Execute one opcode (decoded by pickletools); the result at STOP, else :data:`_GO_ON`."""
         st = self.stack
         memo = self.memo
-        for op, arg, _pos in pickletools.genops(stream):
-            name = op.name
-            if name in _PUSH_ARG:  # the common case first: a value given inline
-                st.append(arg)
-            elif name == "MEMOIZE" and st:
-                self.put(len(memo), st[-1])
-            elif name == "BINPUT" and st:
-                self.put(arg, st[-1])
-            elif name in _REFUSED_OPS:
-                raise _Refused(f"opcode {name} ({_REFUSED_OPS[name]}) is not admitted")
-            elif name in ("PROTO", "FRAME"):
-                if name == "PROTO" and not 0 <= arg <= 5:
-                    raise _Broken(f"unknown pickle protocol {arg}")
-            elif name in ("STRING", "BINSTRING", "SHORT_BINSTRING"):
-                st.append(self.text(arg))
-            elif name == "BYTEARRAY8":
-                st.append(bytes(arg))
-            elif name == "NONE":
-                st.append(None)
-            elif name in ("NEWTRUE", "NEWFALSE"):
-                st.append(name == "NEWTRUE")
-            elif name == "EMPTY_LIST":
-                st.append([])
-            elif name == "EMPTY_DICT":
-                st.append({})
-            elif name == "EMPTY_TUPLE":
-                st.append(())
-            elif name == "MARK":
-                self.marks.append(len(st))
-            elif name == "POP":
-                if st and (not self.marks or len(st) > self.marks[-1]):
-                    st.pop()
-                elif self.marks:  # POP right after MARK discards the mark (as pickle does)
-                    self.marks.pop()
-                else:
-                    raise _Broken("POP on an empty stack")
-            elif name == "POP_MARK":
-                self.pop_mark()
-            elif name == "DUP":
-                v = self.pop()
-                st.extend((v, v))
-            elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
-                n = int(name[-1])
-                items = [self.pop() for _ in range(n)][::-1]
-                st.append(tuple(self.value(v, in_tuple=True) for v in items))
-            elif name == "TUPLE":
-                st.append(tuple(self.value(v, in_tuple=True) for v in self.pop_mark()))
-            elif name == "LIST":
-                st.append([self.value(v) for v in self.pop_mark()])
-            elif name == "DICT":
-                items = self.pop_mark()
-                d: dict[Any, Any] = {}
-                self.set_items(d, items)
-                st.append(d)
-            elif name == "APPEND":
-                v = self.value(self.pop())
-                self.target(list, "APPEND").append(v)
-            elif name == "APPENDS":
-                items = self.pop_mark()
-                if any(isinstance(v, _INTERNAL) for v in items):
-                    items = [self.value(v) for v in items]
-                self.target(list, "APPENDS").extend(items)
-            elif name == "SETITEM":
-                v = self.pop()
-                k = self.pop()
-                self.set_items(self.target(dict, "SETITEM"), [k, v])
-            elif name == "SETITEMS":
-                items = self.pop_mark()
-                self.set_items(self.target(dict, "SETITEMS"), items)
-            elif name in ("GET", "BINGET", "LONG_BINGET"):
-                if arg not in self.memo:
-                    raise _Broken(f"memo entry {arg} is used before it was stored")
-                value = self.memo[arg]
-                if value is _RELEASED:
-                    raise _Broken(f"memo entry {arg} (an array's data) is used a second time")
-                st.append(value)
-            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                if not st:
-                    raise _Broken("PUT on an empty stack")
-                self.put(arg, st[-1])
-            elif name == "MEMOIZE":
-                if not st:
-                    raise _Broken("MEMOIZE on an empty stack")
-                self.put(len(self.memo), st[-1])
-            elif name == "GLOBAL":
-                module, _, qual = arg.partition(" ")
-                st.append(self.global_(module, qual))
-            elif name == "STACK_GLOBAL":
-                qual = self.pop()
-                module = self.pop()
-                if not isinstance(module, str) or not isinstance(qual, str):
-                    raise _Broken("STACK_GLOBAL needs two strings")
-                st.append(self.global_(module, qual))
-            elif name == "REDUCE":
-                args = self.pop()
-                func = self.pop()
-                st.append(self.call(func, args))
-            elif name == "BUILD":
-                state = self.pop()
-                target = self.pop()
-                self.build(target, state)
-                st.append(target)
-            elif name == "STOP":
-                result = self.pop()
-                return self.value(result)
-            else:  # an opcode of a newer protocol
-                raise _Refused(f"opcode {name} is not admitted")
-        raise _Broken("pickle ended before STOP")
+        if name in _PUSH_ARG:  # the common case first: a value given inline
+            st.append(arg)
+        elif name == "MEMOIZE" and st:
+            self.put(len(memo), st[-1])
+        elif name == "BINPUT" and st:
+            self.put(arg, st[-1])
+        elif name in _REFUSED_OPS:
+            raise _Refused(f"opcode {name} ({_REFUSED_OPS[name]}) is not admitted")
+        elif name in ("PROTO", "FRAME"):
+            if name == "PROTO" and not 0 <= arg <= 5:
+                raise _Broken(f"unknown pickle protocol {arg}")
+        elif name in ("STRING", "BINSTRING", "SHORT_BINSTRING"):
+            st.append(self.text(arg))
+        elif name == "BYTEARRAY8":
+            st.append(bytes(arg))
+        elif name == "NONE":
+            st.append(None)
+        elif name in ("NEWTRUE", "NEWFALSE"):
+            st.append(name == "NEWTRUE")
+        elif name == "EMPTY_LIST":
+            st.append([])
+        elif name == "EMPTY_DICT":
+            st.append({})
+        elif name == "EMPTY_TUPLE":
+            st.append(())
+        elif name == "MARK":
+            self.marks.append(len(st))
+        elif name == "POP":
+            if st and (not self.marks or len(st) > self.marks[-1]):
+                st.pop()
+            elif self.marks:  # POP right after MARK discards the mark (as pickle does)
+                self.marks.pop()
+            else:
+                raise _Broken("POP on an empty stack")
+        elif name == "POP_MARK":
+            self.pop_mark()
+        elif name == "DUP":
+            v = self.pop()
+            st.extend((v, v))
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            n = int(name[-1])
+            items = [self.pop() for _ in range(n)][::-1]
+            st.append(tuple(self.value(v, in_tuple=True) for v in items))
+        elif name == "TUPLE":
+            items = self.pop_mark()
+            st.append(tuple(items) if _INTERNAL_TYPES.isdisjoint(map(type, items))
+                      else tuple(self.value(v, in_tuple=True) for v in items))
+        elif name == "LIST":
+            items = self.pop_mark()
+            st.append(items if _INTERNAL_TYPES.isdisjoint(map(type, items)) else [self.value(v) for v in items])
+        elif name == "DICT":
+            items = self.pop_mark()
+            d: dict[Any, Any] = {}
+            self.set_items(d, items)
+            st.append(d)
+        elif name == "APPEND":
+            v = self.value(self.pop())
+            self.target(list, "APPEND").append(v)
+        elif name == "APPENDS":
+            items = self.pop_mark()
+            if not _INTERNAL_TYPES.isdisjoint(map(type, items)):  # type set at C speed
+                items = [self.value(v) for v in items]
+            self.target(list, "APPENDS").extend(items)
+        elif name == "SETITEM":
+            v = self.pop()
+            k = self.pop()
+            self.set_items(self.target(dict, "SETITEM"), [k, v])
+        elif name == "SETITEMS":
+            items = self.pop_mark()
+            self.set_items(self.target(dict, "SETITEMS"), items)
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            if arg not in self.memo:
+                raise _Broken(f"memo entry {arg} is used before it was stored")
+            value = self.memo[arg]
+            if value is _RELEASED:
+                raise _Broken(f"memo entry {arg} (an array's data) is used a second time")
+            st.append(value)
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            if not st:
+                raise _Broken("PUT on an empty stack")
+            self.put(arg, st[-1])
+        elif name == "MEMOIZE":
+            if not st:
+                raise _Broken("MEMOIZE on an empty stack")
+            self.put(len(self.memo), st[-1])
+        elif name == "GLOBAL":
+            module, _, qual = arg.partition(" ")
+            st.append(self.global_(module, qual))
+        elif name == "STACK_GLOBAL":
+            qual = self.pop()
+            module = self.pop()
+            if not isinstance(module, str) or not isinstance(qual, str):
+                raise _Broken("STACK_GLOBAL needs two strings")
+            st.append(self.global_(module, qual))
+        elif name == "REDUCE":
+            args = self.pop()
+            func = self.pop()
+            st.append(self.call(func, args))
+        elif name == "BUILD":
+            state = self.pop()
+            target = self.pop()
+            self.build(target, state)
+            st.append(target)
+        elif name == "STOP":
+            result = self.pop()
+            return self.value(result)
+        else:  # an opcode of a newer protocol
+            raise _Refused(f"opcode {name} is not admitted")
+        return _GO_ON
 
     def target(self, kind: type, opname: str) -> Any:
         if not self.stack or (self.marks and len(self.stack) <= self.marks[-1]):
@@ -722,6 +803,12 @@ def _check_result(obj: Any, limits: PickleLimits, budget: int) -> None:
             if len(frames) >= limits.max_depth:
                 raise _Broken(f"the pickle nests deeper than {limits.max_depth} levels "
                               "(PickleLimits.max_depth, MISALATCH_PICKLE_MAX_DEPTH)")
+            flat = _flat_size(descend)
+            if flat is not None:  # a list of plain scalars (GloVe vectors as lists): summed at C speed
+                sizes[id(descend)] = flat
+                frame[2] += flat[0]
+                frame[3] += flat[1]
+                continue
             on_path.add(id(descend))
             frames.append([descend, _children(descend), 1, 8])
             continue
@@ -731,6 +818,21 @@ def _check_result(obj: Any, limits: PickleLimits, budget: int) -> None:
         if frames:
             frames[-1][2] += n
             frames[-1][3] += b
+
+
+_SCALAR_TYPES = frozenset({float, int, bool, type(None)})
+
+
+def _flat_size(obj: Any) -> tuple[int, int] | None:
+    """(objects, bytes) of a list/tuple holding only plain scalars and strings, else None."""
+    if type(obj) is dict or type(obj) is OrderedDict:
+        return None
+    kinds = set(map(type, obj))
+    if kinds <= _SCALAR_TYPES:
+        return 1 + len(obj), 8 + 8 * len(obj)
+    if kinds <= _SCALAR_TYPES | {str, bytes}:
+        return 1 + len(obj), 8 + 8 * len(obj) + sum(len(v) for v in obj if type(v) is str or type(v) is bytes)
+    return None
 
 
 _DONE = object()
@@ -766,14 +868,14 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())[:500]
 
 
-def _load_stream(fh: Any, size: int, source: str, encoding: str, limits: PickleLimits | None) -> object:
+def _load_stream(buf: Any, size: int, source: str, encoding: str, limits: PickleLimits | None) -> object:
     limits = limits or PickleLimits.from_env()
     if size > limits.max_input_bytes:
         raise DataFormatError(f"{source}: {size} bytes is over the limit of {limits.max_input_bytes} bytes for "
                               "one pickle (PickleLimits.max_input_bytes, MISALATCH_PICKLE_MAX_BYTES)")
     machine = _Machine(limits, size, encoding)
     try:
-        result = machine.run(fh)
+        result = machine.run(buf)
         machine.stack.clear()
         machine.memo.clear()
         _check_result(result, limits, machine.budget)
@@ -799,7 +901,7 @@ def _load_stream(fh: Any, size: int, source: str, encoding: str, limits: PickleL
 def safe_loads(data: bytes, *, source: str = "<bytes>", encoding: str = "latin1",
                limits: PickleLimits | None = None) -> object:
     """Unpickle ``data`` with the restricted interpreter; see :func:`safe_load`."""
-    return _load_stream(io.BytesIO(data), len(data), source, encoding, limits)
+    return _load_stream(bytes(data), len(data), source, encoding, limits)
 
 
 def safe_load(path: str | os.PathLike[str], *, encoding: str = "latin1",
@@ -817,7 +919,7 @@ def safe_load(path: str | os.PathLike[str], *, encoding: str = "latin1",
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             if size == 0:
-                return _load_stream(io.BytesIO(b""), 0, str(path), encoding, limits)
+                return _load_stream(b"", 0, str(path), encoding, limits)
             # A read-only map: the OS pages the file in as it is parsed (multi-GB files are not read
             # whole first), and a read past the end is short instead of allocating what a forged
             # length field asks for (a buffered file allocates the requested size up front).
