@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 from misalatch import cli
-from misalatch.data.synthetic_csd import write_synthetic_csds
-from misalatch.data.synthetic_files import write_misa_pickles, write_mmsa_pickle, write_mult_pickle, write_urfunny
+from misalatch.data.synthetic.csd import write_synthetic_csds
+from misalatch.data.synthetic.files import write_misa_pickles, write_mmsa_pickle, write_mult_pickle, write_urfunny
 from misalatch.errors import DataFormatError, MisalatchError, UnsafePickleError
 
 # ---- the shared check -----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from misalatch.data.readers.csd import CsdSequence, build_csd_dataset, read_csd
-from misalatch.data.synthetic_csd import write_synthetic_csds
+from misalatch.data.synthetic.csd import write_synthetic_csds
 from misalatch.errors import DataFormatError
 
 
