@@ -38,6 +38,8 @@ COMMANDS: dict[str, tuple[str, Command]] = {
     "prepare": ("read a dataset in any standard format into a prepared folder", _lazy("misalatch.cli.prepare", "main")),
     "masks": ("export feedback masks, heatmaps and statistics of a trained run", _lazy("misalatch.cli.masks", "main")),
     "download": ("fetch a public CMU-SDK file with sha256 verification", _lazy("misalatch.cli.download", "main")),
+    "compare": ("runs and sweeps side by side: one table and a bar chart", _lazy("misalatch.cli.compare", "main")),
+    "report": ("one self-contained HTML page of a sweep or run", _lazy("misalatch.cli.report", "main")),
 }
 
 

@@ -27,6 +27,8 @@ class EvaluateArgs:
     """auto picks CUDA when available."""
     out: Optional[str] = None
     """Where to write the metrics JSON (default: RUN_DIR/evaluation.json)."""
+    plots: bool = True
+    """Write <out-stem>-scatter-<split>.png and <out-stem>-confusion-<split>.png into RUN_DIR."""
 
 
 def main(argv: list[str]) -> int:
@@ -44,4 +46,12 @@ def main(argv: list[str]) -> int:
     out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
     atomic_write_text(out, json.dumps(payload, indent=2))
     print(f"written: {out}")
+    if args.plots:
+        from misalatch.evaluation.plots import plot_predictions
+
+        # into the run folder (misalatch's own), named after the evaluation file, never next to a user's --out
+        for split, ev in results.items():
+            written = plot_predictions(ev.predictions, ev.labels, args.run_dir, task=task, split=split,
+                                       prefix=f"{out.stem}-")
+            print(f"written: {', '.join(str(p) for p in written.values())}")
     return 0

@@ -62,7 +62,8 @@ log = logging.getLogger(__name__)
 MARKER = "run.json"
 MARKER_FORMAT = "misalatch-run"
 MARKER_VERSION = 1
-KINDS = ("train", "prepare", "masks", "sweep", "evaluate", "robustness", "search", "report")
+KINDS = ("train", "prepare", "masks", "sweep", "evaluate", "robustness", "search", "report", "compare",
+         "benchmark")
 
 
 class OutputLockedError(MisalatchError):

@@ -5,6 +5,8 @@ loaded back for ``evaluate``, ``predict`` and ``masks``.
       config.yaml               plus aggregate.json / aggregate.csv (mean ± std, per-seed values)
       metrics.json
       history.csv, curves.png   one row per epoch, and its plot
+      scatter-test.png          predicted vs true score (regression)
+      confusion-test.png        test confusion matrix (Acc-7 classes for regression, the classes for UR-FUNNY)
       best.safetensors, best.json, best.optim.safetensors
       tokenizer/ | vocab.json   what the text was prepared with, so the run reloads offline
 
@@ -30,7 +32,7 @@ from misalatch.data.canonical import CanonicalDataset
 from misalatch.data.loading import load_dataset
 from misalatch.data.text import apply_vocab
 from misalatch.errors import ConfigError, MisalatchError, ResourceNotFoundError
-from misalatch.evaluation.plots import plot_history
+from misalatch.evaluation.plots import plot_history, plot_predictions
 from misalatch.models.config import MisaConfig
 from misalatch.models.misa import MISA
 from misalatch.resources import load_tokenizer
@@ -102,6 +104,11 @@ def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
     """history.csv (one row per epoch) and its plot curves.png."""
     atomic_write_text(run_dir / "history.csv", _history_csv(history))
     plot_history(run_dir / "history.csv", run_dir / "curves.png")
+
+
+def write_prediction_plots(run_dir: Path, test: SplitEvaluation, task: str) -> None:
+    """scatter-test.png (regression) and confusion-test.png: the test split's predictions against its labels."""
+    plot_predictions(test.predictions, test.labels, run_dir, task=task, split="test")
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ from misalatch.training.run_dir import (
     save_text_assets,
     write_history,
     write_metrics,
+    write_prediction_plots,
     write_run_config,
 )
 from misalatch.training.seeding import seed_everything
@@ -92,6 +93,7 @@ def train_seed(setup: RunSetup, seed: int, run_dir: Path) -> RunResult:
     kw = dict(batch_size=cfg.batch_size, device=device, reduction=cfg.dev_loss_reduction)
     valid = evaluate(model, setup.dataset.splits["valid"], setup.spec, **kw)
     test = evaluate(model, setup.dataset.splits["test"], setup.spec, **kw)
+    write_prediction_plots(run_dir, test, setup.dataset.task)
     metrics = {"validation": valid.metrics, "test": test.metrics, "dev_loss": valid.loss, "test_loss": test.loss,
                "best_epoch": fit_result.best_epoch, "epochs_run": len(fit_result.history), "seed": seed,
                "data": data_facts(setup.dataset), "text_encoder": setup.text.description}

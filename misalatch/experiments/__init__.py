@@ -1,0 +1,1 @@
+"""Experiments above single runs: sweeps, searches, statistics, comparisons and reports."""
