@@ -2,7 +2,7 @@
 
 Trains MISA (``--modalities t``, the offline all-MiniLM-L6-v2 encoder fine-tuned, every other setting
 the MOSI default of ``misalatch train``) on ``../shared/data/mosi/mosi_text_labels.csv`` — the real
-CMU-MOSI transcripts and labels in the standard split (1,284 / 229 / 686) — once per seed, and
+CMU-MOSI transcripts and labels in the standard split (1,281 / 229 / 685 with text) — once per seed, and
 reports the test metrics as mean ± sample std (ddof = 1) next to a baseline computed by the same
 script: ridge regression on the frozen encoder's mean-pooled last hidden states (the same wordpieces
 MISA sees), with the penalty chosen on the validation split (lowest validation MAE) and then refit on
