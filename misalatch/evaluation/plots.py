@@ -35,7 +35,9 @@ def plot_history(history_csv: str | Path, out_png: str | Path) -> Path:
 
     for ax in (left, right):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    from misalatch.io.atomic import atomic_savefig
+
     out_png = Path(out_png)
-    fig.savefig(out_png, dpi=120)
+    atomic_savefig(fig, out_png, dpi=120)  # a kill never leaves a 0-byte curves.png
     plt.close(fig)
     return out_png
