@@ -191,6 +191,8 @@ class TrainConfig:
             return cls(**clean)
         except TypeError as err:
             raise ConfigError(f"{source}: {err}") from err
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from err
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
@@ -244,10 +246,11 @@ def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
             expected_len = None
         else:
             expected_len = len(args)
+        what = "a list of integers" if expected_len is None else f"a list of {expected_len} integers"
         if expected_len is not None and len(items) != expected_len:
-            raise bad(f"a list of {expected_len} integers")
+            raise bad(what)
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
-            raise bad("a list of integers")
+            raise bad(what)
         return tuple(items)
     if origin is Literal:
         if value not in args:
