@@ -186,8 +186,8 @@ def test_out_of_vocabulary_and_negative_token_ids(tmp_path, capsys, bad_id):
         return
     if bad_id >= 0:
         # ids beyond a vocabulary only exist relative to a model: a run with a small vocabulary
-        from misalatch.training.runs import check_token_ids
         from misalatch.models.config import MisaConfig
+        from misalatch.training.setup import check_token_ids
 
         with pytest.raises(DataFormatError, match=rf"segment {first.id!r}: text_ids holds id {bad_id}, outside"):
             check_token_ids(load_dataset(str(prepared)), MisaConfig(text_encoder="glove", vocab_size=100),
