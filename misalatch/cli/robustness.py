@@ -25,6 +25,8 @@ class RobustnessArgs:
     """Run folders, or folders searched for runs (seed-<n> folders of one variant are pooled)."""
     out: str
     """New (or empty) folder for the results; an existing non-empty folder is refused."""
+    overwrite: bool = False
+    """Replace an earlier robustness output folder (never any other folder)."""
     levels: tuple[float, ...] = DEFAULT_LEVELS
     """Noise levels, in units of each feature's train-split standard deviation."""
     frame_rates: tuple[float, ...] = DEFAULT_LEVELS
@@ -50,7 +52,8 @@ def main(argv: list[str]) -> int:
     config = RobustnessConfig(noise_levels=args.levels, frame_rates=args.frame_rates, seeds=args.seeds,
                               split=args.split, conditions=tuple(args.conditions), batch_size=args.batch_size,
                               plot_metrics=args.metrics)
-    report = robustness(args.paths, args.out, config, device=args.device, data=args.data, data_root=args.data_root)
+    report = robustness(args.paths, args.out, config, device=args.device, data=args.data, data_root=args.data_root,
+                        overwrite=args.overwrite)
     synthetic = " [SYNTHETIC data]" if any(r.facts["synthetic"] for r in report.runs) else ""
     metric = (args.metrics or DEFAULT_PLOT_METRICS[report.runs[0].task])[0]
     print(f"robustness{synthetic}: {len(report.runs)} run(s), {args.split} split, {metric}; area under each curve "

@@ -32,10 +32,7 @@ import io
 import json
 import logging
 import math
-import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
@@ -48,7 +45,7 @@ from misalatch.data.canonical import Segment
 from misalatch.errors import ConfigError, DataFormatError
 from misalatch.evaluation.aggregate import aggregate
 from misalatch.models.outputs import ModelInputs, PerModality
-from misalatch.training.checkpoint import atomic_write_bytes
+from misalatch.io.owned import check_target, claim_output
 from misalatch.training.loop import SplitEvaluation, evaluate
 from misalatch.training.runs import LoadedRun, load_run
 
@@ -480,8 +477,8 @@ def find_runs(paths: Sequence[str | Path]) -> list[tuple[Path, str]]:
                 rel = rel[:-1]
             found.append((run, root, "/".join(rel)))
     roots = list(dict.fromkeys(r for _, r, _ in found))
-    names = [r.name or str(r) for r in roots]
-    prefix = {r: (str(r) if names.count(r.name or str(r)) > 1 else (r.name or str(r.resolve().name))) for r in roots}
+    names = [r.resolve().name or str(r) for r in roots]  # "." has no name of its own
+    prefix = {r: n if names.count(n) == 1 else str(r) for r, n in zip(roots, names)}
     out, seen = [], set()
     for run, root, rel in found:
         key = run.resolve()
@@ -513,14 +510,6 @@ def _search(root: Path, depth: int = 0) -> list[Path]:
 # writing: CSVs, plots, a JSON record; the folder appears whole or not at all
 # ----------------------------------------------------------------------------------------------
 RAW_COLUMNS = ("variant", "run", "condition", "modalities", "level", "seed", "loss")
-
-
-def check_out_dir(out: Path) -> None:
-    """Refuse anything but a new or empty folder: robustness never replaces what is there."""
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise ConfigError(f"{out}: exists and is not a folder; choose a new --out")
-    if out.is_dir() and any(out.iterdir()):
-        raise ConfigError(f"{out}: folder exists and is not empty; choose a new --out (nothing is overwritten)")
 
 
 def _csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
@@ -579,26 +568,12 @@ def render_files(results: Sequence[RunRobustness], summary: Summary, config: Rob
     return files
 
 
-def write_results(files: dict[str, bytes], out: Path) -> Path:
-    """Build the folder beside ``out`` and rename it into place; on failure only our temp goes."""
-    check_out_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would outlive the rename
+def write_results(files: dict[str, bytes], out: Path, *, overwrite: bool = False) -> Path:
+    """Write every file into a claimed output folder: it appears whole (marker ``run.json``, kind
+    robustness) or not at all; ``overwrite`` replaces only an earlier robustness folder."""
+    with claim_output(out, "robustness", overwrite=overwrite) as output:
         for name, data in files.items():
-            atomic_write_bytes(tmp / name, data)
-        if out.is_dir():
-            out.rmdir()  # empty (checked above); a file that appeared since makes this fail, not vanish
-        os.rename(tmp, out)
-    except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ConfigError(f"{out}: could not write the results ({err.strerror or err})") from err
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            output.write_bytes(name, data)
     return out
 
 
@@ -700,11 +675,12 @@ class RobustnessReport:
 
 
 def robustness(paths: Sequence[str | Path], out: str | Path, config: RobustnessConfig | None = None, *,
-               device: str = "auto", data: str | None = None, data_root: str | None = None) -> RobustnessReport:
+               device: str = "auto", data: str | None = None, data_root: str | None = None,
+               overwrite: bool = False) -> RobustnessReport:
     """Robustness curves of every run in ``paths`` written to the new folder ``out``."""
     config = config or RobustnessConfig()
     out = Path(out)
-    check_out_dir(out)  # fail before the long part; checked again when the folder is moved in
+    check_target(out, "robustness", overwrite=overwrite)  # fail before the long part; checked again on claim
     found = find_runs(paths)
     results: list[RunRobustness] = []
     for run_dir, variant in found:
@@ -715,7 +691,7 @@ def robustness(paths: Sequence[str | Path], out: str | Path, config: RobustnessC
     if len(tasks) > 1:
         raise ConfigError(f"runs of different tasks ({', '.join(sorted(tasks))}) cannot share curves; run them separately")
     summary = summarise(results, config)
-    write_results(render_files(results, summary, config), out)
+    write_results(render_files(results, summary, config), out, overwrite=overwrite)
     return RobustnessReport(out, results, summary)
 
 
