@@ -8,7 +8,7 @@ from typing import Literal, Optional
 
 import tyro
 
-from misalatch.experiments.robustness import CONDITIONS, DEFAULT_LEVELS, DEFAULT_PLOT_METRICS, DEFAULT_SEEDS, NAMES
+from misalatch.experiments.robustness import DEFAULT_LEVELS, DEFAULT_PLOT_METRICS, DEFAULT_SEEDS, NAMES
 
 _HELP = (
     "Evaluate trained runs under Gaussian noise per timestep (x train std), random frame drop and a whole "
@@ -33,8 +33,10 @@ class RobustnessArgs:
     """Probabilities of dropping (zeroing) each frame."""
     seeds: tuple[int, ...] = DEFAULT_SEEDS
     """Noise seeds; curves show mean ± std over them."""
-    conditions: tuple[Literal["noise", "frames", "drop"], ...] = CONDITIONS  # type: ignore[assignment]
+    conditions: tuple[Literal["noise", "frames", "drop"], ...] = ("noise", "frames", "drop")
+    """Which perturbations: Gaussian noise, frame drop, whole-modality drop."""
     split: Literal["valid", "test"] = "test"
+    """The split the curves are measured on."""
     metrics: Optional[tuple[str, ...]] = None
     """Metrics to plot (default: mae corr acc2_non0, or acc f1); every metric is in the CSVs."""
     batch_size: Optional[int] = None
