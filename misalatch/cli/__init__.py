@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, Command]] = {
     "prepare": ("read a dataset in any standard format into a prepared folder", _lazy("misalatch.cli.prepare", "main")),
     "masks": ("export feedback masks, heatmaps and statistics of a trained run", _lazy("misalatch.cli.masks", "main")),
     "download": ("fetch a public CMU-SDK file with sha256 verification", _lazy("misalatch.cli.download", "main")),
+    "robustness": ("curves of trained runs under noise, frame drop and modality drop", _lazy("misalatch.cli.robustness", "main")),
 }
 
 

@@ -47,7 +47,7 @@ from misalatch.evaluation.aggregate import aggregate
 from misalatch.models.outputs import ModelInputs, PerModality
 from misalatch.io.owned import check_target, claim_output
 from misalatch.training.loop import SplitEvaluation, evaluate
-from misalatch.training.runs import LoadedRun, load_run
+from misalatch.training.run_dir import LoadedRun, load_run
 
 log = logging.getLogger(__name__)
 

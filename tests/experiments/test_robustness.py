@@ -27,7 +27,8 @@ from misalatch.experiments.robustness import (
 )
 from misalatch.training.config import TrainConfig
 from misalatch.training.loop import evaluate
-from misalatch.training.runs import evaluate_run, load_run, train
+from misalatch.training.run_dir import evaluate_run, load_run
+from misalatch.training.runs import train
 
 TINY = dict(synthetic_size=(48, 24, 24), text_encoder="learned", hidden_size=16, batch_size=16, max_epochs=1)
 SMALL = RobustnessConfig(noise_levels=(0.0, 0.9), frame_rates=(0.0, 0.5), seeds=(0, 1), conditions=("noise", "frames"))
