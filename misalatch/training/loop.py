@@ -18,11 +18,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from misalatch.data.batching import BatchSpec, iterate_batches, num_batches
+from misalatch.data.batching import Batch, BatchSpec, iterate_batches, num_batches
 from misalatch.data.canonical import Segment
 from misalatch.evaluation.metrics import compute_metrics
 from misalatch.models.losses import task_loss
 from misalatch.models.misa import MISA
+from misalatch.models.outputs import ModelInputs
 from misalatch.training.checkpoint import ResumeState
 from misalatch.training.early_stopping import EarlyStopping
 from misalatch.training.seeding import restore_rng_state, rng_state
@@ -53,12 +54,18 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     reduction: str = "batch_mean",
+    perturb: Callable[[Batch], ModelInputs] | None = None,
 ) -> SplitEvaluation:
-    """Eval-mode pass over a split in file order: task loss (as used for selection) and metrics."""
+    """Eval-mode pass over a split in file order: task loss (as used for selection) and metrics.
+
+    ``perturb(batch) -> inputs`` replaces each batch's (CPU) inputs right before the model; the
+    robustness curves use it. None evaluates the inputs exactly as collated.
+    """
     model.eval()
     losses, sizes, preds, labels, ids = [], [], [], [], []
     for batch in iterate_batches(segments, spec, batch_size):
-        out = model(batch.inputs.to(device))
+        inputs = batch.inputs if perturb is None else perturb(batch)
+        out = model(inputs.to(device))
         y = batch.labels.to(device)
         losses.append(float(task_loss(out.prediction, y, model.config.num_classes)))
         sizes.append(len(batch))
