@@ -40,7 +40,8 @@ def _seq(prefix: str, *layers: tuple[str, nn.Module]) -> nn.Sequential:
 
 
 @register_model("misa", config=MisaConfig, recipe="misa",
-                description="MISA (Hazarika et al. 2020), optionally with MMLatch feedback (--feedback)")
+                description="MISA (Hazarika et al. 2020), optionally with MMLatch feedback (--feedback)",
+                signature="fusion.fusion_layer_3.weight")
 class MISA(nn.Module):
     """MISA with optional MMLatch feedback (``config.feedback``).
 

@@ -314,7 +314,8 @@ class _Sequences:
 
 @register_model("mmlatch", config=MMLatchConfig, recipe="mmlatch",
                 description="the original MMLatch model (Paraskevopoulos et al. 2022): BiLSTM encoders, "
-                            "top-down masks, cross-attention fuser")
+                            "top-down masks, cross-attention fuser",
+                signature="head.out.weight")
 class MMLatch(nn.Module):
     """The original MMLatch model on :class:`ModelInputs`.
 

@@ -12,7 +12,7 @@ the small protocols below, never by importing a model class or branching on a mo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Iterator, Protocol, TypeVar
+from typing import Any, Callable, Generic, Iterable, Iterator, Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -121,6 +121,7 @@ class ModelSpec:
     config_class: type
     recipe: str  # name of its training preset (misalatch.training.presets)
     description: str
+    signature: str  # a parameter name every instance has and no other registered model has
 
     def config_from_dict(self, values: dict[str, Any]) -> Any:
         """The config stored with a checkpoint (its own field names)."""
@@ -146,11 +147,12 @@ class ModelSpec:
 MODELS: Registry[ModelSpec] = Registry("model")
 
 
-def register_model(name: str, *, config: type, recipe: str, description: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator: ``@register_model("misa", config=MisaConfig, recipe="misa", description=...)``."""
+def register_model(name: str, *, config: type, recipe: str, description: str,
+                   signature: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: ``@register_model("misa", config=MisaConfig, recipe="misa", description=..., signature=...)``."""
 
     def decorator(cls: type[nn.Module]) -> type[nn.Module]:
-        MODELS.add(name, ModelSpec(name, cls, config, recipe, description))
+        MODELS.add(name, ModelSpec(name, cls, config, recipe, description, signature))
         return cls
 
     return decorator
@@ -170,6 +172,14 @@ def get_model(name: str) -> ModelSpec:
 def model_names() -> tuple[str, ...]:
     _load_builtin_models()
     return tuple(sorted(MODELS.names()))
+
+
+def identify_weights(keys: Iterable[str]) -> str | None:
+    """The registered model whose signature parameter is among ``keys`` (None if none or several)."""
+    _load_builtin_models()
+    present = set(keys)
+    found = [name for name in MODELS if MODELS.get(name).signature in present]
+    return found[0] if len(found) == 1 else None
 
 
 def model_name_of(model: nn.Module) -> str:

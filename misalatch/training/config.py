@@ -220,7 +220,8 @@ class TrainConfig:
             raise ConfigError(f"{source}: {err}") from err
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "TrainConfig":
+        """From a YAML file; ``overrides`` (e.g. ``model`` / ``preset`` from the command line) win."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: no such config file")
@@ -231,7 +232,7 @@ class TrainConfig:
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
         values.pop("resolved", None)  # a resolved config written by a run can be reused as input
-        return cls.from_dict(values, source=str(path))
+        return cls.from_dict({**values, **(overrides or {})}, source=str(path))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

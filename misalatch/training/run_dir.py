@@ -31,10 +31,9 @@ from misalatch.data.batching import BatchSpec
 from misalatch.data.canonical import CanonicalDataset
 from misalatch.data.loading import load_dataset
 from misalatch.data.text import apply_vocab
-from misalatch.errors import ConfigError, MisalatchError, ResourceNotFoundError
+from misalatch.errors import CheckpointError, ConfigError, MisalatchError, ResourceNotFoundError
 from misalatch.evaluation.plots import plot_history, plot_predictions
-from misalatch.models.config import MisaConfig
-from misalatch.models.misa import MISA
+from misalatch.models.registry import ModelSpec, get_model, identify_weights
 from misalatch.resources import load_tokenizer
 from misalatch.training.checkpoint import atomic_write_text, load_weights, read_sidecar
 from misalatch.training.config import TrainConfig
@@ -122,11 +121,32 @@ def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
 class LoadedRun:
     run_dir: Path
     config: TrainConfig
-    model: MISA  # eval mode, best weights
+    model: torch.nn.Module  # the run's registered model (LoadedRun.model_name), eval mode, best weights
     dataset: CanonicalDataset  # text prepared with the run's own tokenizer / vocabulary
     spec: BatchSpec
     device: torch.device
     sidecar: dict[str, Any]
+
+    @property
+    def model_name(self) -> str:
+        return self.config.model
+
+
+def check_weights_hold(path: Path, spec: ModelSpec) -> None:
+    """Refuse weights of another registered model before loading them (a clear error, not a key list)."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            keys = list(handle.keys())
+    except Exception as err:  # safetensors raises its own error types for damaged files
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+    held = identify_weights(keys)
+    if held is not None and held != spec.name:
+        raise CheckpointError(f"{path}: holds the weights of a {held!r} model, but the run records the model "
+                              f"{spec.name!r}; a {held!r} checkpoint cannot be loaded as {spec.name!r}")
 
 
 def load_run(run_dir: str | Path, *, data: str | None = None, data_root: str | None = None,
@@ -137,7 +157,11 @@ def load_run(run_dir: str | Path, *, data: str | None = None, data_root: str | N
         raise ConfigError(f"{run_dir}: no such run folder")
     sidecar = read_sidecar(run_dir, "best")
     cfg = TrainConfig.from_dict(sidecar["config"], source=str(run_dir / "best.json"))
-    model_config = MisaConfig.from_dict(sidecar["model_config"])
+    spec = get_model(str(sidecar.get("model", cfg.model)))  # runs before the registry recorded "misa"
+    try:
+        model_config = spec.config_from_dict(sidecar["model_config"])
+    except (ConfigError, TypeError) as err:
+        raise CheckpointError(f"{run_dir / 'best.json'}: model_config is not a {spec.name!r} config ({err})") from err
     if data is not None or data_root is not None:
         cfg = cfg.replace(data=data or cfg.data, data_root=data_root or cfg.data_root)
     dataset = load_dataset(cfg.data, data_root=cfg.data_root,
@@ -153,7 +177,8 @@ def load_run(run_dir: str | Path, *, data: str | None = None, data_root: str | N
             raise ResourceNotFoundError(f"{vocab_file}: the run's vocabulary is missing")
         dataset = apply_vocab(dataset, json.loads(vocab_file.read_text()))
     dev = resolve_device(device)
-    model = MISA(model_config)
+    check_weights_hold(run_dir / "best.safetensors", spec)
+    model = spec.build(model_config)
     load_weights(run_dir, "best", model)
     model.to(dev).eval()
     spec = BatchSpec(text_encoder=model_config.text_encoder, modalities=cfg.modalities, alignment=dataset.alignment,

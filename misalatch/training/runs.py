@@ -18,7 +18,7 @@ import torch
 from misalatch.evaluation.aggregate import AggregateRow, aggregate, write_aggregate
 from misalatch.training.checkpoint import save_checkpoint
 from misalatch.training.config import TrainConfig
-from misalatch.training.loop import SplitEvaluation, evaluate, fit
+from misalatch.training.loop import PlateauSchedule, SplitEvaluation, evaluate, fit
 from misalatch.training.run_dir import (
     claim_out_dir,
     data_facts,
@@ -63,6 +63,14 @@ class TrainResult:
         return {k: v["mean"] for k, v in self.aggregate.items()}
 
 
+def plateau_schedule(cfg: TrainConfig) -> PlateauSchedule | None:
+    """``--scheduler plateau``: ReduceLROnPlateau with min lr = lr × plateau_min_lr_factor."""
+    if cfg.scheduler == "none":
+        return None
+    return PlateauSchedule(factor=cfg.plateau_factor, patience=cfg.plateau_patience, cooldown=cfg.plateau_cooldown,
+                           min_lr=cfg.lr * cfg.plateau_min_lr_factor)
+
+
 def train_seed(setup: RunSetup, seed: int, run_dir: Path) -> RunResult:
     """Fit one seed, save its best checkpoint, evaluate it once on the test split."""
     cfg = setup.config
@@ -73,7 +81,8 @@ def train_seed(setup: RunSetup, seed: int, run_dir: Path) -> RunResult:
     save_text_assets(setup, run_dir)
     resolved = cfg.replace(seed=seed, seeds=None, out=str(run_dir))
     write_run_config(run_dir, setup, resolved)
-    sidecar_base = {"config": resolved.to_dict(), "model_config": setup.model_config.to_dict(), "seed": seed,
+    sidecar_base = {"model": cfg.model, "config": resolved.to_dict(), "model_config": setup.model_config.to_dict(),
+                    "seed": seed,
                     "data": data_facts(setup.dataset), "text_encoder": setup.text.description}
 
     def save_best(epoch: int, dev: SplitEvaluation, optimizer: torch.optim.Optimizer) -> None:
@@ -87,6 +96,7 @@ def train_seed(setup: RunSetup, seed: int, run_dir: Path) -> RunResult:
         batch_size=cfg.batch_size, lr=cfg.lr, clip_value=cfg.clip_value, max_epochs=cfg.max_epochs,
         patience=cfg.patience, trials=cfg.trials, lr_decay=cfg.lr_decay, dev_loss_reduction=cfg.dev_loss_reduction,
         generator=generator, device=device, max_batches_per_epoch=cfg.max_batches_per_epoch, on_improvement=save_best,
+        schedule=plateau_schedule(cfg),
     )
     write_history(run_dir, fit_result.history)
     # the model holds the best weights; evaluate validation (for the record) and test once
@@ -105,13 +115,15 @@ def train_seed(setup: RunSetup, seed: int, run_dir: Path) -> RunResult:
 
 
 def train(config: TrainConfig | dict[str, Any] | None = None, **overrides: Any) -> TrainResult:
-    """Train MISA (or a MISA+MMLatch variant) as configured; one run per seed.
+    """Train the configured model (``model``: misa with its feedback variants, or mmlatch); one run per seed.
 
     ``config`` is a :class:`TrainConfig`, a dict of its fields, or None for the defaults (the
-    built-in synthetic data); keyword ``overrides`` win. Returns a :class:`TrainResult`.
+    built-in synthetic data); keyword ``overrides`` win, over the preset of their ``model`` when no
+    config is given (``train(model="mmlatch")`` uses the MMLatch recipe). Returns a :class:`TrainResult`.
     """
     if config is None:
-        config = TrainConfig()
+        config = TrainConfig.from_dict(overrides)
+        overrides = {}
     elif isinstance(config, dict):
         config = TrainConfig.from_dict(config)
     if overrides:
@@ -127,6 +139,6 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **overrides: Any) 
     if len(runs) > 1:
         result.aggregate = aggregate([r.test for r in runs])
         group = {"dataset": setup.dataset.name + (" (synthetic)" if setup.dataset.synthetic else ""),
-                 "feedback": config.feedback, "text_encoder": setup.text.description.split(" (")[0], "split": "test"}
+                 "model": config.model, "feedback": config.feedback, "text_encoder": setup.text.description.split(" (")[0], "split": "test"}
         write_aggregate([AggregateRow(group=group, seeds=list(seeds), metrics=result.aggregate)], out)
     return result

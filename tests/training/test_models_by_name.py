@@ -68,8 +68,9 @@ def test_mmlatch_refuses_a_misa_only_feedback_variant(tmp_path: Path) -> None:
 # train -> evaluate / predict / masks, and the run folder's record
 # ----------------------------------------------------------------------------------------------
 def test_mmlatch_trains_evaluates_predicts_and_exports_masks(tmp_path: Path) -> None:
+    """The synthetic default (MiniLM text), tiny."""
     out = tmp_path / "run"
-    result = train(TrainConfig.from_dict({"model": "mmlatch", "out": str(out), **TINY}))
+    result = train(TrainConfig.from_dict({"model": "mmlatch", "out": str(out), **{**TINY, "text_encoder": None}}))
     test = result.runs[0].test
     assert {"mae", "corr", "acc2_has0", "f1_has0", "acc7"} <= set(test)
     recorded = yaml.safe_load((out / "config.yaml").read_text())
