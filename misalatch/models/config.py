@@ -127,8 +127,8 @@ class MisaConfig:
 
     @property
     def variant(self) -> str:
-        """A short label for tables and mask exports: ``misa`` or ``misa+<feedback>``."""
-        return "misa" if self.feedback == "none" else f"misa+{self.feedback}"
+        """A short label for tables and mask exports: ``misa``, or the feedback variant's name."""
+        return "misa" if self.feedback == "none" else self.feedback
 
     @property
     def text_utterance_size(self) -> int:
