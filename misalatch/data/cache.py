@@ -13,8 +13,9 @@ A prepared folder holds::
                            e.g. visual (ΣT, d_v) + visual_offsets; words as a unicode array + offsets.
                            <field>_present (N,) marks segments that have the field when not all do.
 
-Saving writes into a hidden sibling folder and renames it into place, so a crash never leaves a
-half-written dataset. Loading uses ``np.load(allow_pickle=False)``, JSON and safetensors only: it
+Saving claims the folder like every misalatch output (:mod:`misalatch.io.owned`: a ``run.json``
+marker, a lock, a hidden staging sibling swapped in once complete), so a crash never leaves a
+half-written dataset and ``--overwrite`` never replaces a folder misalatch did not write. Loading uses ``np.load(allow_pickle=False)``, JSON and safetensors only: it
 never unpickles anything, so a prepared folder from elsewhere is safe to open.
 """
 
@@ -25,8 +26,6 @@ import json
 import logging
 import math
 import os
-import secrets
-import shutil
 import zipfile
 import zlib
 from pathlib import Path
@@ -35,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from misalatch.data.canonical import SPLITS, CanonicalDataset, Segment
-from misalatch.errors import ConfigError, DataFormatError
+from misalatch.errors import DataFormatError
+from misalatch.io.owned import check_target, claim_output
 
 log = logging.getLogger(__name__)
 
@@ -294,20 +294,9 @@ def is_prepared(path: str | os.PathLike[str]) -> bool:
 
 def check_out_dir(out_dir: str | os.PathLike[str], *, overwrite: bool = False) -> None:
     """Raise ConfigError unless ``out_dir`` may receive a prepared dataset (called again by
-    :func:`save_prepared`; callers use it to fail before a long read)."""
-    out = Path(out_dir)
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise ConfigError(f"{out}: exists and is not a folder; choose another output path")
-    if any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"{out}: folder exists and is not empty; pass --overwrite to replace it")
-        if not is_prepared(out):
-            raise ConfigError(
-                f"{out}: folder is not empty and is not a prepared dataset (no misalatch meta.json); "
-                "refusing to replace it even with --overwrite; choose another output path"
-            )
+    :func:`save_prepared`; callers use it to fail before a long read). The rules are those of every
+    misalatch output folder (:func:`misalatch.io.owned.check_target`)."""
+    check_target(out_dir, "prepare", overwrite=overwrite)
 
 
 def save_prepared(dataset: CanonicalDataset, out_dir: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
@@ -363,44 +352,19 @@ def save_prepared(dataset: CanonicalDataset, out_dir: str | os.PathLike[str], *,
         "fingerprint": fingerprint,
     }
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    try:
+    with claim_output(out, "prepare", overwrite=overwrite) as output:  # staged; swapped in when complete
         for split in SPLITS:
-            np.savez(tmp / f"{split}.npz", allow_pickle=False, **split_arrays[split])
+            with output.open(f"{split}.npz", "wb") as handle:
+                np.savez(handle, allow_pickle=False, **split_arrays[split])
         if vocab is not None:
-            (tmp / VOCAB_FILE).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+            output.write_text(VOCAB_FILE, json.dumps(vocab, ensure_ascii=False))
         if embedding is not None:
-            from safetensors.numpy import save_file
+            from safetensors.numpy import save
 
-            save_file({"embedding": embedding}, tmp / EMBEDDING_FILE)
-        (tmp / META_FILE).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        _move_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            output.write_bytes(EMBEDDING_FILE, save({"embedding": embedding}))
+        output.write_text(META_FILE, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
     log.info("prepared dataset written to %s (%s)", out, fingerprint[:19])
     return out
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` to ``out``; an existing (empty or prepared) ``out`` is set aside first and removed
-    only after the new folder is in place."""
-    if not out.exists():
-        try:
-            os.rename(tmp, out)
-        except OSError as err:
-            raise ConfigError(f"{out}: cannot move the prepared dataset into place ({err})") from err
-        return
-    old = out.parent / f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-    os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except OSError:
-        os.rename(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _version() -> str:

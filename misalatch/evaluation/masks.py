@@ -27,7 +27,6 @@ mask value of that class's samples (pooled over steps and features).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 
 from misalatch.errors import ConfigError, MisalatchError
+from misalatch.io.atomic import atomic_open, atomic_savefig, atomic_write_json
 from misalatch.models.outputs import FeedbackMasks, ModelInputs
 
 log = logging.getLogger(__name__)
@@ -259,7 +259,7 @@ def plot_heatmap(collected: CollectedMasks, index: int, path: Path) -> None:
     # parse_math=False: ids such as "vid$_$clip" must not be read as mathtext
     fig.suptitle(f"{collected.feedback} masks, segment {collected.ids[index]} (label {label:g})", fontsize=10,
                  parse_math=False)
-    fig.savefig(path, dpi=100)
+    atomic_savefig(fig, path, dpi=100)
 
 
 def plot_mean_mask(collected: CollectedMasks, path: Path) -> None:
@@ -278,7 +278,7 @@ def plot_mean_mask(collected: CollectedMasks, path: Path) -> None:
         ax.set_title(f"{m}: mean mask per feature", fontsize=9)
         ax.set_xlabel("feature", fontsize=8)
     fig.suptitle(f"{collected.feedback} masks, {len(collected)} samples", fontsize=10)
-    fig.savefig(path, dpi=100)
+    atomic_savefig(fig, path, dpi=100)
 
 
 def export_masks(collected: CollectedMasks, out_dir: str | Path, *, samples: int | Sequence[str] = 4,
@@ -312,7 +312,8 @@ def export_masks(collected: CollectedMasks, out_dir: str | Path, *, samples: int
         arrays[f"{m}_offsets"] = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
         arrays[f"{m}_mean_per_feature"] = values.mean(axis=0) if values.size else np.zeros(values.shape[1], np.float32)
     written["npz"] = out / "masks.npz"
-    np.savez_compressed(written["npz"], allow_pickle=False, **arrays)
+    with atomic_open(written["npz"], "wb") as handle:
+        np.savez_compressed(handle, allow_pickle=False, **arrays)
 
     for k in chosen:
         path = out / "heatmaps" / f"sample-{k:05d}-{_safe(collected.ids[k])}.png"
@@ -323,8 +324,6 @@ def export_masks(collected: CollectedMasks, out_dir: str | Path, *, samples: int
 
     summary = {**(meta or {}), **summarize(collected), "heatmap_ids": [collected.ids[k] for k in chosen]}
     written["summary"] = out / "summary.json"
-    tmp = written["summary"].with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, allow_nan=True))
-    tmp.replace(written["summary"])
+    atomic_write_json(written["summary"], summary, allow_nan=True)
     log.info("masks of %d samples written to %s", len(collected), out)
     return written

@@ -1,1 +1,1 @@
-"""Experiments above single runs: sweeps, searches, statistics, comparisons and reports."""
+"""Experiments built on trained runs: sweeps, searches, comparisons, reports, robustness curves."""

@@ -28,6 +28,13 @@ class EarlyStopping:
         self.left = patience
         self.trials_left = trials
 
+    def state(self) -> dict[str, float | int]:
+        """The counters, for a resumable checkpoint."""
+        return {"best": self.best, "left": self.left, "trials_left": self.trials_left}
+
+    def load_state(self, state: dict[str, float | int]) -> None:
+        self.best, self.left, self.trials_left = float(state["best"]), int(state["left"]), int(state["trials_left"])
+
     def step(self, dev_loss: float) -> Decision:
         if dev_loss <= self.best:
             self.best = dev_loss
