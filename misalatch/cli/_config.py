@@ -24,3 +24,14 @@ def pop_config(argv: list[str]) -> tuple[str | None, list[str]]:
             rest.append(arg)
         i += 1
     return path, rest
+
+
+def flag_value(argv: list[str], flag: str) -> str | None:
+    """The value of ``--flag VALUE`` / ``--flag=VALUE`` in argv (the last one wins), without removing it."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value

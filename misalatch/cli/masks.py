@@ -41,11 +41,19 @@ class MasksArgs:
     """Replace an earlier masks export (only a folder misalatch wrote)."""
 
 
-def _run_feedback(run_dir: str) -> str:
-    """The run's feedback variant, read from its checkpoint sidecar before any data is loaded."""
+def _run_model(run_dir: str) -> tuple[str, bool]:
+    """The run's model variant and whether it has masks, from its checkpoint sidecar before any data is loaded."""
+    from misalatch.errors import CheckpointError, ConfigError
+    from misalatch.models.registry import get_model
     from misalatch.training.checkpoint import read_sidecar
 
-    return str(read_sidecar(run_dir, "best").get("model_config", {}).get("feedback", "none"))
+    sidecar = read_sidecar(run_dir, "best")
+    spec = get_model(str(sidecar.get("model", "misa")))
+    try:
+        config = spec.config_from_dict(sidecar.get("model_config", {}))
+    except (ConfigError, TypeError) as err:
+        raise CheckpointError(f"{Path(run_dir) / 'best.json'}: model_config is not a {spec.name!r} config ({err})") from err
+    return config.variant, config.has_masks
 
 
 def main(argv: list[str]) -> int:
@@ -56,10 +64,11 @@ def main(argv: list[str]) -> int:
     args = tyro.cli(MasksArgs, args=argv, prog="misalatch masks")
     if not Path(args.run_dir).is_dir():
         raise MisalatchError(f"{args.run_dir}: no such run folder")
-    if _run_feedback(args.run_dir) == "none":
+    variant, has_masks = _run_model(args.run_dir)
+    if not has_masks:
         raise MisalatchError(
-            f"{args.run_dir}: this run has no feedback (feedback: none), so it has no masks; masks exist for runs "
-            "trained with --feedback sequence, sequence-mlp, static or static-projected"
+            f"{args.run_dir}: this run's model ({variant}) has no feedback, so it has no masks; masks exist for runs "
+            "trained with --feedback sequence, sequence-mlp, static or static-projected, or --model mmlatch"
         )
     out = Path(args.out) if args.out else Path(args.run_dir) / f"masks-{args.split}"
     check_target(out, "masks", overwrite=args.overwrite)  # before the model runs

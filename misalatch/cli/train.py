@@ -6,22 +6,25 @@ import dataclasses
 
 import tyro
 
-from misalatch.cli._config import pop_config
+from misalatch.cli._config import flag_value, pop_config
 from misalatch.errors import ConfigError
 from misalatch.evaluation.report import format_aggregate_table, format_metrics_table
 from misalatch.training.config import TrainConfig, deferred_validation
 
 _TRAIN_HELP = (
-    "Train MISA or a MISA+MMLatch variant. Defaults reproduce the original MISA; --config FILE.yaml "
-    "loads a config file first and command-line flags override it. Example: misalatch train --data mosei --patience 4. "
+    "Train MISA, a MISA+MMLatch variant (--feedback) or the original MMLatch model (--model mmlatch). "
+    "Values come from the model's preset (or --preset NAME), then --config FILE.yaml, then flags. "
+    "Example: misalatch train --data mosei --patience 4. "
     "misalatch train --resume RUN_DIR continues a killed run with its own config (docs/reliability.md)"
 )
 
 
 def parse_train_args(argv: list[str]) -> TrainConfig:
-    """The TrainConfig a ``misalatch train`` command line means (file first, then flags)."""
+    """The TrainConfig a ``misalatch train`` command line means (preset, then file, then flags)."""
     path, rest = pop_config(argv)
-    default = TrainConfig.from_yaml(path) if path else TrainConfig()
+    # --model / --preset choose the starting values, so they are read before the other flags
+    chosen = {key: value for key in ("model", "preset") if (value := flag_value(rest, f"--{key}")) is not None}
+    default = TrainConfig.from_yaml(path, chosen) if path else TrainConfig.from_dict(chosen, source="command line")
     with deferred_validation():
         parsed = tyro.cli(TrainConfig, default=default, args=rest, prog="misalatch train", description=_TRAIN_HELP)
     return dataclasses.replace(parsed)  # validated now: a bad value is a ConfigError (one line, exit 1)

@@ -71,19 +71,25 @@ class CollectedMasks:
         return len(self.ids)
 
 
-def _time_axes(text_encoder: str) -> dict[str, str]:
-    text = "content wordpiece ([CLS]/[SEP] left out)" if text_encoder == "bert" else "word"
+def _time_axes(text_layout: str, alignment: str) -> dict[str, str]:
+    if text_layout == "wordpiece":
+        text = "content wordpiece ([CLS]/[SEP] left out)"
+    else:
+        text = "word" if alignment == "word" else "text step"
     return {"text": text, "visual": "visual step", "acoustic": "acoustic step"}
 
 
-def per_sample_masks(masks: FeedbackMasks, inputs: ModelInputs, text_encoder: str) -> dict[str, list[np.ndarray]]:
+def per_sample_masks(masks: FeedbackMasks, inputs: ModelInputs) -> dict[str, list[np.ndarray]]:
     """Slice a batch's masks into per-sample ``(L, d)`` arrays at the valid steps."""
     out: dict[str, list[np.ndarray]] = {m: [] for m in MODALITIES}
     batch = inputs.batch_size
     visual = masks.visual.detach().float().cpu()
     acoustic = masks.acoustic.detach().float().cpu()
     text = masks.text.detach().float().cpu()
-    if text_encoder == "bert":
+    # time-first text masks: one row per text step; 0 beyond a sample's steps (token-aligned BERT: its positions)
+    text_steps = inputs.lengths if masks.text_lengths is None else masks.text_lengths
+    per_wordpiece = masks.text_layout == "wordpiece"
+    if per_wordpiece:
         from misalatch.models.feedback import content_positions
 
         assert inputs.bert_attention_mask is not None
@@ -91,26 +97,29 @@ def per_sample_masks(masks: FeedbackMasks, inputs: ModelInputs, text_encoder: st
     for b in range(batch):
         out["visual"].append(visual[: int(inputs.visual_lengths[b]), b].numpy())
         out["acoustic"].append(acoustic[: int(inputs.acoustic_lengths[b]), b].numpy())
-        if text_encoder == "bert":
+        if per_wordpiece:
             out["text"].append(text[b][content[b]].numpy())
         else:
-            out["text"].append(text[: int(inputs.lengths[b]), b].numpy())
+            out["text"].append(text[: int(text_steps[b]), b].numpy())
     return out
 
 
 def collect_masks(model: torch.nn.Module, batches: Iterable[BatchLike], *,
                   device: torch.device | str | None = None) -> CollectedMasks:
-    """Run ``model`` (a feedback MISA) in eval mode without gradients and keep every sample's masks.
+    """Run ``model`` (any registered model whose config ``has_masks``) in eval mode without gradients
+    and keep every sample's masks.
 
     ``batches`` yields objects with ``.inputs`` (:class:`ModelInputs`), ``.labels`` and ``.ids``
     (e.g. :class:`misalatch.data.batching.Batch`). The model's train/eval mode is restored afterwards.
     """
     config = getattr(model, "config", None)
-    feedback = getattr(config, "feedback", "none")
-    if feedback == "none" or getattr(model, "feedback", None) is None:
-        raise MisalatchError("the model has no feedback (feedback: none), so there are no masks to export; "
-                             "train with --feedback sequence, sequence-mlp, static or static-projected")
-    text_encoder = config.text_encoder
+    if config is None or not config.has_masks:
+        variant = getattr(config, "variant", type(model).__name__)
+        raise MisalatchError(f"the model ({variant}) has no feedback, so there are no masks to export; train "
+                             "--model misa with --feedback sequence, sequence-mlp, static or static-projected, "
+                             "or --model mmlatch with its feedback on")
+    feedback = config.variant
+    layout, alignment = "time_first", "word"
     was_training = model.training
     model.eval()
     ids: list[str] = []
@@ -123,7 +132,8 @@ def collect_masks(model: torch.nn.Module, batches: Iterable[BatchLike], *,
                 inputs = batch.inputs if device is None else batch.inputs.to(device)
                 out = model(inputs)
                 assert out.masks is not None
-                for m, arrays in per_sample_masks(out.masks, inputs, text_encoder).items():
+                layout, alignment = out.masks.text_layout, inputs.alignment
+                for m, arrays in per_sample_masks(out.masks, inputs).items():
                     masks[m].extend(arrays)
                 ids.extend(batch.ids)
                 lab = batch.labels.detach().cpu()
@@ -133,7 +143,7 @@ def collect_masks(model: torch.nn.Module, batches: Iterable[BatchLike], *,
     finally:
         model.train(was_training)
     label_array = np.concatenate(labels) if labels else np.zeros(0, dtype=np.float64)
-    return CollectedMasks(ids, label_array, task, feedback, masks, _time_axes(text_encoder))
+    return CollectedMasks(ids, label_array, task, feedback, masks, _time_axes(layout, alignment))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ RnnCell = Literal["lstm", "gru"]
 FeedbackName = Literal["none", "sequence", "sequence-mlp", "static", "static-projected"]
 MaskCombine = Literal["mean", "product", "max"]
 Alignment = Literal["word", "token", "none"]
+RegressionLoss = Literal["mse", "l1"]
 
 FEEDBACK_VARIANTS: tuple[str, ...] = ("none", "sequence", "sequence-mlp", "static", "static-projected")
 
@@ -71,6 +72,7 @@ class MisaConfig:
     dropout: float = 0.5  # fusion MLP and discriminator
     activation: Activation = "relu"
     # --- losses ---
+    regression_loss: RegressionLoss = "mse"  # task loss for regression (the original: MSE)
     similarity: Similarity = "cmd"
     cmd_moments: int = 5
     reverse_grad_weight: float = 1.0
@@ -87,6 +89,7 @@ class MisaConfig:
     def __post_init__(self) -> None:
         _check_choice("text_encoder", self.text_encoder, ("bert", "glove", "vectors"))
         _check_choice("similarity", self.similarity, ("cmd", "adversarial"))
+        _check_choice("regression_loss", self.regression_loss, ("mse", "l1"))
         _check_choice("activation", self.activation, ("relu", "leaky_relu", "elu", "tanh"))
         _check_choice("rnncell", self.rnncell, ("lstm", "gru"))
         _check_choice("feedback", self.feedback, FEEDBACK_VARIANTS)
@@ -118,6 +121,16 @@ class MisaConfig:
         return self.num_classes > 1
 
     @property
+    def has_masks(self) -> bool:
+        """Whether forward returns feedback masks (every variant but ``none``)."""
+        return self.feedback != "none"
+
+    @property
+    def variant(self) -> str:
+        """A short label for tables and mask exports: ``misa``, or the feedback variant's name."""
+        return "misa" if self.feedback == "none" else self.feedback
+
+    @property
     def text_utterance_size(self) -> int:
         """Width of x_t: d_b for BERT, 4·d_e for the sLSTM text paths."""
         return self.text_input_size if self.text_encoder == "bert" else 4 * self.text_input_size
@@ -140,6 +153,14 @@ class MisaConfig:
                 hint = f" (did you mean {near[0]!r}?)" if near else ""
                 raise ConfigError(f"unknown model config key {key!r}{hint}")
         return cls(**values)
+
+    @classmethod
+    def from_options(cls, values: dict[str, Any]) -> "MisaConfig":
+        """From a run's flat options (see ``ModelSpec.config_from_options``); other options are ignored."""
+        from misalatch.models.registry import pick_fields
+
+        return cls.from_dict(pick_fields(cls, values, {"detach_first_pass": "feedback_detach",
+                                                       "regression_loss": "loss"}))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

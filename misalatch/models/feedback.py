@@ -39,6 +39,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from misalatch.errors import ConfigError
 from misalatch.models.config import MisaConfig
 from misalatch.models.outputs import FeedbackMasks, FirstPass, LowLevel, ModelInputs
+from misalatch.models.registry import Registry
 from misalatch.models.resample import resample_time, valid_steps
 
 log = logging.getLogger(__name__)
@@ -57,35 +58,7 @@ def other_modalities(target: str) -> tuple[str, str]:
 # ----------------------------------------------------------------------------------------------
 # registry
 # ----------------------------------------------------------------------------------------------
-class Registry:
-    """Name → builder, filled by a decorator where each variant is defined."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self._builders: dict[str, Callable[[MisaConfig], nn.Module]] = {}
-
-    def register(self, name: str) -> Callable[[Callable[[MisaConfig], nn.Module]], Callable[[MisaConfig], nn.Module]]:
-        def decorator(builder: Callable[[MisaConfig], nn.Module]) -> Callable[[MisaConfig], nn.Module]:
-            if name in self._builders:
-                raise ValueError(f"{self.kind} variant {name!r} is registered twice")
-            self._builders[name] = builder
-            return builder
-
-        return decorator
-
-    def names(self) -> tuple[str, ...]:
-        return tuple(self._builders)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._builders
-
-    def get(self, name: str) -> Callable[[MisaConfig], nn.Module]:
-        if name not in self._builders:
-            raise ConfigError(f"unknown {self.kind} variant {name!r}; valid: {', '.join(self.names())}")
-        return self._builders[name]
-
-
-FEEDBACK = Registry("feedback")
+FEEDBACK: Registry[Callable[[MisaConfig], nn.Module]] = Registry("feedback variant")
 
 
 def build_feedback(config: MisaConfig) -> nn.Module:
@@ -369,7 +342,8 @@ class FeedbackBlock(nn.Module):
                 mask = torch.where(axes.text_target_step[..., None] >= 0, mask,
                                    torch.ones((), dtype=mask.dtype, device=mask.device))
             out[target] = mask
-        return FeedbackMasks(**out)
+        layout = "wordpiece" if axes.text_target_step is not None else "time_first"
+        return FeedbackMasks(**out, text_layout=layout)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -62,17 +62,23 @@ def recon_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.sum(diffs.pow(2)) / diffs.numel()
 
 
-def task_loss(prediction: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """MSE for regression (``(B,1)`` vs ``(B,1)``), cross-entropy for classification."""
+def task_loss(prediction: torch.Tensor, labels: torch.Tensor, num_classes: int,
+              regression: str = "mse") -> torch.Tensor:
+    """MSE (or L1, ``regression="l1"``) for regression (``(B,1)`` vs ``(B,1)``), cross-entropy for classification."""
     if num_classes == 1:
-        return F.mse_loss(prediction, labels.view(-1, 1).to(prediction.dtype))
+        target = labels.view(-1, 1).to(prediction.dtype)
+        if regression == "l1":
+            return F.l1_loss(prediction, target)
+        if regression != "mse":
+            raise ValueError(f"regression loss {regression!r} is not one of mse, l1")
+        return F.mse_loss(prediction, target)
     return F.cross_entropy(prediction, labels.view(-1).long())
 
 
 def compute_losses(output: MisaOutput, labels: torch.Tensor, config: MisaConfig) -> MisaLosses:
     """L = L_task + α·L_diff + β·L_sim + γ·L_recon with the original normalisations."""
     p, s = output.private, output.shared
-    task = task_loss(output.prediction, labels, config.num_classes)
+    task = task_loss(output.prediction, labels, config.num_classes, config.regression_loss)
     diff = (
         diff_loss(p.t, s.t)
         + diff_loss(p.v, s.v)

@@ -27,6 +27,7 @@ from misalatch.models.encoders import (
 from misalatch.models.losses import compute_losses, reverse_gradient
 from misalatch.models.feedback import build_feedback, time_axes
 from misalatch.models.outputs import Encoded, FeedbackMasks, FirstPass, LowLevel, MisaOutput, ModelInputs, PerModality
+from misalatch.models.registry import register_model
 
 __all__ = ["MISA", "Encoded", "FirstPass", "LowLevel"]
 
@@ -38,6 +39,9 @@ def _seq(prefix: str, *layers: tuple[str, nn.Module]) -> nn.Sequential:
     return seq
 
 
+@register_model("misa", config=MisaConfig, recipe="misa",
+                description="MISA (Hazarika et al. 2020), optionally with MMLatch feedback (--feedback)",
+                signature="fusion.fusion_layer_3.weight")
 class MISA(nn.Module):
     """MISA with optional MMLatch feedback (``config.feedback``).
 
@@ -262,6 +266,7 @@ class MISA(nn.Module):
                     text=mask_transform("text", masks.text),
                     visual=mask_transform("visual", masks.visual),
                     acoustic=mask_transform("acoustic", masks.acoustic),
+                    text_layout=masks.text_layout,
                 )
             masked = LowLevel(
                 text=low.text * masks.text,

@@ -118,17 +118,32 @@ class MisaLosses:
 
 
 @dataclass
+class TaskLosses:
+    """A model whose only loss is the task loss (MMLatch); same seam as :class:`MisaLosses`."""
+
+    task: torch.Tensor
+    total: torch.Tensor
+
+    def as_floats(self) -> dict[str, float]:
+        return {f.name: float(getattr(self, f.name).detach()) for f in dataclasses.fields(self)}
+
+
+@dataclass
 class FeedbackMasks:
     """Combined masks per target modality, in the layout of the masked tensor.
 
-    ``text``: ``(B, W, d_b)`` for BERT (1 at [CLS]/[SEP]/padding) or ``(T, B, d_e)`` for the sLSTM
-    text paths; ``visual`` ``(T_v, B, d_v)``; ``acoustic`` ``(T_a, B, d_a)``. Evaluation masks lie in
-    [0, 1]; training masks include mask dropout (kept entries scaled by 1/(1-p)).
+    ``text``: ``(B, W, d_b)`` per wordpiece (``text_layout="wordpiece"``: MISA feedback with BERT,
+    1 at [CLS]/[SEP]/padding) or time-first ``(T, B, d)`` (``"time_first"``: one row per text
+    step — a word, or a BERT position on token-aligned data); ``visual`` ``(T_v, B, d_v)``;
+    ``acoustic`` ``(T_a, B, d_a)``. Evaluation masks lie in [0, 1]; training masks include mask
+    dropout (kept entries scaled by 1/(1-p)).
     """
 
     text: torch.Tensor
     visual: torch.Tensor
     acoustic: torch.Tensor
+    text_layout: str = "time_first"  # time_first | wordpiece
+    text_lengths: torch.Tensor | None = None  # (B,) CPU: text rows per sample when not inputs.lengths
 
 
 @dataclass

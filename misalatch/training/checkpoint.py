@@ -301,6 +301,7 @@ class ResumeState:
     stopped: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. the config fingerprint of the run
     best_model: dict[str, torch.Tensor] | None = None  # not written here: it is best.safetensors
+    scheduler: dict[str, Any] | None = None  # lr scheduler state_dict (ReduceLROnPlateau: plain numbers)
 
 
 def _flatten_optimizer(prefix: str, state_dict: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -341,7 +342,7 @@ def resume_files(state: ResumeState, *, best_sha256: str | None) -> Files:
            "model_is_best": state.model is None, "optimizer": optimizer, "best_optimizer": best_optimizer,
            "best_epoch": state.best_epoch, "best_dev_loss": state.best_dev_loss, "best_sha256": best_sha256,
            "stopper": state.stopper, "history": state.history, "rng": rng_json, "stopped": state.stopped,
-           "extra": state.extra}
+           "extra": state.extra, "scheduler": state.scheduler}
     files = {"resume.safetensors": _tensor_bytes(tensors), "resume.json": _json_bytes(doc)}
     files["resume.manifest.json"] = _manifest("resume", files, state.epoch)
     return files
@@ -384,6 +385,7 @@ def load_resume_state(directory: str | Path) -> ResumeState:
             stopper=dict(doc["stopper"]), history=list(doc["history"]),
             rng=join_rng_state(doc["rng"], {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}),
             stopped=bool(doc["stopped"]), extra=dict(doc.get("extra") or {}), best_model=best,
+            scheduler=None if doc.get("scheduler") is None else dict(doc["scheduler"]),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(f"{path}: incomplete resume state ({type(err).__name__}: {err})") from err

@@ -44,6 +44,11 @@ class TrainConfig:
     """Everything a training run needs. Command-line flags use these names (``--max-epochs``)."""
 
 
+    model: str = "misa"
+    """Registered model: misa (MISA, with --feedback variants) or mmlatch (the original MMLatch model)."""
+    preset: Optional[str] = None
+    """Named starting values below a --config file and flags: misa or mmlatch (default: the model's own)."""
+
     data: str = "synthetic"
     """'synthetic' (built-in, labelled synthetic), a text CSV, a prepared folder, or mosi|mosei|ur_funny."""
     data_root: Optional[str] = None
@@ -94,7 +99,19 @@ class TrainConfig:
     """Dropout on LSTM mask-generator outputs, training only."""
     feedback_detach: bool = False
     """Detach the first pass before the mask generators."""
+    mask_generator: Literal["lstm", "linear"] = "lstm"
+    """MMLatch model: LSTM generators (learnable_sequence_mask) or per-step Linear (learnable_static_mask)."""
+    mask_dropout_at_eval: bool = False
+    """MMLatch model: keep mask dropout on in evaluation, as the original code (stochastic predictions)."""
+    length_quirk: bool = False
+    """MMLatch model: give every sample the batch's maximum length, as the original collator."""
+    encoder_dropout: float = 0.2
+    """MMLatch model: dropout on the unimodal BiLSTM outputs and self-attention weights."""
+    fuser_dropout: float = 0.1
+    """MMLatch model: dropout in the cross-attention fuser and the BiLSTM + attention head."""
 
+    loss: Literal["mse", "l1"] = "mse"
+    """Task loss for regression (classification always uses cross-entropy)."""
     batch_size: Optional[int] = None
     """Default per dataset: mosi 64, mosei 16, ur_funny 32."""
     lr: float = 1e-4
@@ -109,6 +126,16 @@ class TrainConfig:
     """Times the best checkpoint is restored with a decayed learning rate before stopping."""
     lr_decay: float = 0.5
     """Learning-rate factor applied at each restore."""
+    scheduler: Literal["none", "plateau"] = "none"
+    """Learning-rate schedule: none, or ReduceLROnPlateau on the dev loss once per epoch."""
+    plateau_factor: float = 0.5
+    """ReduceLROnPlateau: lr factor at each reduction."""
+    plateau_patience: int = 2
+    """ReduceLROnPlateau: non-improving epochs before a reduction (torch's meaning)."""
+    plateau_cooldown: int = 2
+    """ReduceLROnPlateau: epochs to wait after a reduction."""
+    plateau_min_lr_factor: float = 0.05
+    """ReduceLROnPlateau: minimum lr as a fraction of --lr (the MMLatch recipe: lr / 20)."""
     dev_loss_reduction: Literal["batch_mean", "sample_mean"] = "batch_mean"
     """Dev loss for model selection: mean of batch means (original) or over samples."""
     max_batches_per_epoch: Optional[int] = None
@@ -130,6 +157,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if _DEFERRED.get():
             return  # parsing the command line: validated once parsing is done (see deferred_validation)
+        from misalatch.models.registry import get_model
+        from misalatch.training.presets import PRESETS
+
+        get_model(self.model)  # ConfigError listing the registered models
+        if self.preset is not None:
+            PRESETS.get(self.preset)
         if not self.modalities or set(self.modalities) - set("tav") or len(set(self.modalities)) != len(self.modalities):
             raise ConfigError(f"modalities={self.modalities!r}: use letters from 'tav' (e.g. t, ta, tav)")
         if "t" not in self.modalities:
@@ -156,6 +189,15 @@ class TrainConfig:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if not 0 < self.lr_decay <= 1:
             raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        for name in ("plateau_factor", "plateau_min_lr_factor"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ConfigError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        for name in ("plateau_patience", "plateau_cooldown"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("dropout", "mask_dropout", "generator_dropout", "encoder_dropout", "fuser_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.clip_value < 0:
             raise ConfigError(f"clip_value must be >= 0, got {self.clip_value}")
         if len(self.synthetic_size) != 3 or min(self.synthetic_size) < 1:
@@ -177,7 +219,17 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> "TrainConfig":
-        """Build from a dict (YAML), rejecting unknown keys and wrong types with the key's name."""
+        """Build from a dict (YAML), rejecting unknown keys and wrong types with the key's name.
+
+        The values sit on top of a preset: ``preset`` if given, else the recipe of ``model``
+        (:mod:`misalatch.training.presets`); the resolved config records the preset's name.
+        """
+        from misalatch.models.registry import get_model
+        from misalatch.training.presets import preset_values
+
+        values = {key.replace("-", "_"): value for key, value in values.items()}
+        name = values.get("preset") or get_model(str(values.get("model", cls.model))).recipe
+        values = {**preset_values(name), **values, "preset": name}
         fields = {f.name: f for f in dataclasses.fields(cls)}
         clean: dict[str, Any] = {}
         for key, value in values.items():
@@ -195,7 +247,8 @@ class TrainConfig:
             raise ConfigError(f"{source}: {err}") from err
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "TrainConfig":
+        """From a YAML file; ``overrides`` (e.g. ``model`` / ``preset`` from the command line) win."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: no such config file")
@@ -206,7 +259,7 @@ class TrainConfig:
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
         values.pop("resolved", None)  # a resolved config written by a run can be reused as input
-        return cls.from_dict(values, source=str(path))
+        return cls.from_dict({**values, **(overrides or {})}, source=str(path))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

@@ -1,8 +1,11 @@
-"""The training loop of MISA.md §11, top to bottom.
+"""The training loop of MISA.md §11, top to bottom, for every registered model.
 
 Adam over every trainable parameter, gradient clipping by value, model selection on the dev task
-loss only (ties count as improvements), patience / trials / lr decay that really take effect,
-and one evaluation of the best checkpoint on the test split at the end (done by the caller).
+loss only (ties count as improvements), patience / trials / lr decay that really take effect, an
+optional ReduceLROnPlateau schedule on the dev loss (the MMLatch recipe), and one evaluation of the
+best checkpoint on the test split at the end (done by the caller). The loop reads only what every
+model offers (``misalatch.models.registry``): ``model.config`` and ``output.prediction`` /
+``output.losses``.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from misalatch.data.batching import Batch, BatchSpec, iterate_batches, num_batches
 from misalatch.data.canonical import Segment
+from misalatch.errors import CheckpointError
 from misalatch.evaluation.metrics import compute_metrics
 from misalatch.models.losses import task_loss
-from misalatch.models.misa import MISA
 from misalatch.models.outputs import ModelInputs
 from misalatch.training.checkpoint import ResumeState
 from misalatch.training.early_stopping import EarlyStopping
@@ -45,9 +49,23 @@ class SplitEvaluation:
     ids: list[str]
 
 
+@dataclass(frozen=True)
+class PlateauSchedule:
+    """``torch.optim.lr_scheduler.ReduceLROnPlateau`` on the dev loss, stepped once per epoch."""
+
+    factor: float = 0.5
+    patience: int = 2
+    cooldown: int = 2
+    min_lr: float = 0.0
+
+    def build(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=self.factor, patience=self.patience, cooldown=self.cooldown, min_lr=self.min_lr)
+
+
 @torch.no_grad()
 def evaluate(
-    model: MISA,
+    model: nn.Module,
     segments: Sequence[Segment],
     spec: BatchSpec,
     *,
@@ -67,7 +85,7 @@ def evaluate(
         inputs = batch.inputs if perturb is None else perturb(batch)
         out = model(inputs.to(device))
         y = batch.labels.to(device)
-        losses.append(float(task_loss(out.prediction, y, model.config.num_classes)))
+        losses.append(float(task_loss(out.prediction, y, model.config.num_classes, model.config.regression_loss)))
         sizes.append(len(batch))
         preds.append(out.prediction.float().cpu())
         labels.append(batch.labels)
@@ -98,7 +116,7 @@ class FitResult:
 
 
 def fit(
-    model: MISA,
+    model: nn.Module,
     train: Sequence[Segment],
     valid: Sequence[Segment],
     spec: BatchSpec,
@@ -115,6 +133,7 @@ def fit(
     device: torch.device,
     max_batches_per_epoch: int | None = None,
     on_improvement: Callable[[int, SplitEvaluation, torch.optim.Optimizer], None] | None = None,
+    schedule: PlateauSchedule | None = None,
     on_epoch_end: Callable[[ResumeState], None] | None = None,
     resume: ResumeState | None = None,
 ) -> FitResult:
@@ -126,6 +145,7 @@ def fit(
     """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
+    scheduler = schedule.build(optimizer) if schedule is not None else None
     stopper = EarlyStopping(patience, trials)
     keep_best_optim = trials > 1  # only a later restore reads the best epoch's optimiser state
     result = FitResult(best_epoch=0, best_dev_loss=math.inf)
@@ -143,6 +163,11 @@ def fit(
         result.best_epoch, result.best_dev_loss = resume.best_epoch, resume.best_dev_loss
         result.history = list(resume.history)
         restore_rng_state(resume.rng, generator)
+        if scheduler is not None:
+            if resume.scheduler is None:
+                raise CheckpointError("the resume state has no learning-rate scheduler state, but the run trains "
+                                      "with one (--scheduler plateau); it was written by a different configuration")
+            scheduler.load_state_dict(resume.scheduler)
         first_epoch = max_epochs + 1 if resume.stopped else resume.epoch + 1
         log.info("resuming after epoch %d (best epoch %d)%s", resume.epoch, resume.best_epoch,
                  ", training had already stopped" if resume.stopped else "")
@@ -150,7 +175,7 @@ def fit(
     for epoch in range(first_epoch, max_epochs + 1):
         # ---- one epoch of training ----
         model.train()
-        sums = {"task": 0.0, "diff": 0.0, "sim": 0.0, "recon": 0.0, "total": 0.0}
+        sums: dict[str, float] = {}  # per loss term of the model (MISA: task, diff, sim, recon, total)
         bar = tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=not progress_enabled(), file=sys.stderr)
         for batch in iterate_batches(train, spec, batch_size, shuffle=True, generator=generator,
                                      max_batches=max_batches_per_epoch):
@@ -162,7 +187,7 @@ def fit(
                 torch.nn.utils.clip_grad_value_(params, clip_value)
             optimizer.step()
             for key, value in out.losses.as_floats().items():
-                sums[key] += value
+                sums[key] = sums.get(key, 0.0) + value
             bar.update(1)
             bar.set_postfix(loss=f"{out.losses.total.item():.4f}")
         bar.close()
@@ -173,7 +198,9 @@ def fit(
         # ---- model selection on the dev task loss ----
         dev = evaluate(model, valid, spec, batch_size=batch_size, device=device, reduction=dev_loss_reduction)
         decision = stopper.step(dev.loss)
-        lr_now = optimizer.param_groups[0]["lr"]
+        lr_now = optimizer.param_groups[0]["lr"]  # the lr this epoch trained with
+        if scheduler is not None:
+            scheduler.step(dev.loss)
         row = {"epoch": epoch, "lr": lr_now, **{f"train_{k}": v for k, v in train_losses.items()},
                "dev_loss": dev.loss, **{f"dev_{k}": v for k, v in dev.metrics.items()},
                "improved": decision.improved}
@@ -207,6 +234,7 @@ def fit(
                 optimizer=optimizer.state_dict(), best_optimizer=best_optim if keep_best_optim else None,
                 best_epoch=result.best_epoch, best_dev_loss=result.best_dev_loss, stopper=stopper.state(),
                 history=result.history, rng=rng_state(generator), stopped=decision.stop, best_model=best_model,
+                scheduler=scheduler.state_dict() if scheduler is not None else None,
             ))
         if decision.stop:
             break

@@ -34,8 +34,7 @@ from misalatch.data.loading import load_dataset
 from misalatch.data.text import apply_vocab, read_vocab_file
 from misalatch.errors import CheckpointError, ConfigError, MisalatchError, ResourceNotFoundError
 from misalatch.evaluation.plots import plot_history, prediction_pngs
-from misalatch.models.config import MisaConfig
-from misalatch.models.misa import MISA
+from misalatch.models.registry import ModelSpec, get_model, identify_weights
 from misalatch.resources import load_tokenizer
 from misalatch.io.atomic import atomic_write_text
 from misalatch.io.owned import Output
@@ -131,11 +130,32 @@ def dev_record(row: dict[str, Any]) -> dict[str, Any]:
 class LoadedRun:
     run_dir: Path
     config: TrainConfig
-    model: MISA  # eval mode, best weights
+    model: torch.nn.Module  # the run's registered model (LoadedRun.model_name), eval mode, best weights
     dataset: CanonicalDataset  # text prepared with the run's own tokenizer / vocabulary
     spec: BatchSpec
     device: torch.device
     sidecar: dict[str, Any]
+
+    @property
+    def model_name(self) -> str:
+        return self.config.model
+
+
+def check_weights_hold(path: Path, spec: ModelSpec) -> None:
+    """Refuse weights of another registered model before loading them (a clear error, not a key list)."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            keys = list(handle.keys())
+    except Exception as err:  # safetensors raises its own error types for damaged files
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+    held = identify_weights(keys)
+    if held is not None and held != spec.name:
+        raise CheckpointError(f"{path}: holds the weights of a {held!r} model, but the run records the model "
+                              f"{spec.name!r}; a {held!r} checkpoint cannot be loaded as {spec.name!r}")
 
 
 def load_run(run_dir: str | Path, *, data: str | None = None, data_root: str | None = None,
@@ -147,9 +167,13 @@ def load_run(run_dir: str | Path, *, data: str | None = None, data_root: str | N
     sidecar = read_sidecar(run_dir, "best")
     try:
         cfg = TrainConfig.from_dict(sidecar["config"], source=f"{run_dir / 'best.json'}: config")
-        model_config = MisaConfig.from_dict(sidecar["model_config"])
+        spec = get_model(str(sidecar.get("model", cfg.model)))  # runs before the registry recorded "misa"
     except MisalatchError as err:
         raise CheckpointError(f"{run_dir / 'best.json'}: {err}" if "best.json" not in str(err) else str(err)) from err
+    try:
+        model_config = spec.config_from_dict(sidecar["model_config"])
+    except (MisalatchError, TypeError) as err:
+        raise CheckpointError(f"{run_dir / 'best.json'}: model_config is not a {spec.name!r} config ({err})") from err
     if data is not None or data_root is not None:
         cfg = cfg.replace(data=data or cfg.data, data_root=data_root or cfg.data_root)
     dataset = load_dataset(cfg.data, data_root=cfg.data_root,
@@ -166,8 +190,9 @@ def load_run(run_dir: str | Path, *, data: str | None = None, data_root: str | N
         dataset = apply_vocab(dataset, read_vocab_file(vocab_file))
     check_token_ids(dataset, model_config, source=f"--data {cfg.data}")
     dev = resolve_device(device)
+    check_weights_hold(run_dir / "best.safetensors", spec)
     try:
-        model = MISA(model_config)
+        model = spec.build(model_config)
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{run_dir / 'best.json'}: model_config cannot build a model ({err})") from err
     load_weights(run_dir, "best", model)

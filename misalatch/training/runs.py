@@ -31,7 +31,7 @@ from misalatch.training.checkpoint import (
     save_checkpoint,
 )
 from misalatch.training.config import TrainConfig
-from misalatch.training.loop import evaluate, fit
+from misalatch.training.loop import PlateauSchedule, evaluate, fit
 from misalatch.training.run_dir import (
     data_facts,
     default_out,
@@ -78,6 +78,14 @@ class TrainResult:
         return {k: v["mean"] for k, v in self.aggregate.items()}
 
 
+def plateau_schedule(cfg: TrainConfig) -> PlateauSchedule | None:
+    """``--scheduler plateau``: ReduceLROnPlateau with min lr = lr × plateau_min_lr_factor."""
+    if cfg.scheduler == "none":
+        return None
+    return PlateauSchedule(factor=cfg.plateau_factor, patience=cfg.plateau_patience, cooldown=cfg.plateau_cooldown,
+                           min_lr=cfg.lr * cfg.plateau_min_lr_factor)
+
+
 def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
                resume: ResumeState | None = None) -> RunResult:
     """Fit one seed into ``output`` (under ``sub``), save its best checkpoint, evaluate it once on test.
@@ -95,7 +103,7 @@ def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
     if resume is None:
         save_text_assets(setup, output, sub)
         write_run_config(output, sub, setup, resolved)
-    sidecar_base = {"config": resolved.to_dict(), "model_config": setup.model_config.to_dict(), "seed": seed,
+    sidecar_base = {"model": cfg.model, "config": resolved.to_dict(), "model_config": setup.model_config.to_dict(), "seed": seed,
                     "data": data_facts(setup.dataset), "text_encoder": setup.text.description}
     register = lambda name: output.file(sub + name)  # noqa: E731 - every name is recorded before it is written
     best_sha = [None if resume is None else _sha_or_none(output.path / sub / "best.safetensors")]
@@ -120,7 +128,7 @@ def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
         batch_size=cfg.batch_size, lr=cfg.lr, clip_value=cfg.clip_value, max_epochs=cfg.max_epochs,
         patience=cfg.patience, trials=cfg.trials, lr_decay=cfg.lr_decay, dev_loss_reduction=cfg.dev_loss_reduction,
         generator=generator, device=device, max_batches_per_epoch=cfg.max_batches_per_epoch,
-        on_epoch_end=save_epoch, resume=resume,
+        schedule=plateau_schedule(cfg), on_epoch_end=save_epoch, resume=resume,
     )
     write_history(output, sub, fit_result.history)
     # the model holds the best weights; evaluate validation (for the record) and test once
@@ -146,14 +154,16 @@ def _sha_or_none(path: Path) -> str | None:
 
 
 def train(config: TrainConfig | dict[str, Any] | None = None, **overrides: Any) -> TrainResult:
-    """Train MISA (or a MISA+MMLatch variant) as configured; one run per seed.
+    """Train the configured model (``model``: misa with its feedback variants, or mmlatch); one run per seed.
 
     ``config`` is a :class:`TrainConfig`, a dict of its fields, or None for the defaults (the
-    built-in synthetic data); keyword ``overrides`` win. Returns a :class:`TrainResult`.
+    built-in synthetic data); keyword ``overrides`` win, over the preset of their ``model`` when no
+    config is given (``train(model="mmlatch")`` uses the MMLatch recipe). Returns a :class:`TrainResult`.
     The output folder is claimed as :mod:`misalatch.io.owned` describes (docs/reliability.md).
     """
     if config is None:
-        config = TrainConfig()
+        config = TrainConfig.from_dict(overrides)
+        overrides = {}
     elif isinstance(config, dict):
         config = TrainConfig.from_dict(config)
     if overrides:
@@ -182,7 +192,7 @@ def _train_seeds(setup: RunSetup, output: Output, done: dict[int, RunResult],
     if len(runs) > 1:
         result.aggregate = aggregate([r.test for r in runs])
         group = {"dataset": setup.dataset.name + (" (synthetic)" if setup.dataset.synthetic else ""),
-                 "feedback": config.feedback, "text_encoder": setup.text.description.split(" (")[0], "split": "test"}
+                 "model": config.model, "feedback": config.feedback, "text_encoder": setup.text.description.split(" (")[0], "split": "test"}
         output.file("aggregate.json"), output.file("aggregate.csv")  # recorded before they are written
         write_aggregate([AggregateRow(group=group, seeds=list(seeds), metrics=result.aggregate)], output.path)
     return result

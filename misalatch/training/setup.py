@@ -1,8 +1,9 @@
 """Setting up a run: the data loaded once, the text prepared once, the model config and fresh models.
 
 :func:`setup_run` turns a :class:`TrainConfig` into a :class:`RunSetup` (data with its text tokenised
-or mapped to ids exactly once, per-dataset defaults resolved, the :class:`MisaConfig`);
-:func:`build_model` makes a fresh model from it for each seed.
+or mapped to ids exactly once, per-dataset defaults resolved, the config of the model named by
+``--model``, built through :mod:`misalatch.models.registry`); :func:`build_model` makes a fresh model
+from it for each seed.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from misalatch.data.text import build_vocab, tokenize_for_bert
 from misalatch.errors import ConfigError, DataFormatError
 from misalatch.models.config import MisaConfig
 from misalatch.models.encoders import bert_config_dict, build_bert
-from misalatch.models.misa import MISA
+from misalatch.models.registry import ModelConfig, get_model
 from misalatch.resources import ResolvedEncoder, load_tokenizer, load_vectors, resolve_text_encoder
 from misalatch.training.config import BATCH_SIZES, TrainConfig, dataset_family
 
@@ -115,7 +116,7 @@ class RunSetup:
     config: TrainConfig  # resolved: batch_size and bert_freeze filled
     dataset: CanonicalDataset
     text: TextSetup
-    model_config: MisaConfig
+    model_config: ModelConfig  # the config class of cfg.model
     spec: BatchSpec
     family: str
 
@@ -139,31 +140,21 @@ def setup_run(cfg: TrainConfig) -> RunSetup:
     dataset, text = prepare_text(dataset, cfg)
     log.info("data: %s%s, split sizes %s", dataset.name, " (SYNTHETIC)" if dataset.synthetic else "",
              dataset.split_sizes())
-    model_config = MisaConfig.from_dict({
+    model = get_model(cfg.model)
+    if cfg.preset is None and model.recipe != "misa":
+        log.warning("--model %s without a preset: training with the TrainConfig defaults (MISA's recipe); "
+                    "TrainConfig.from_dict / --model start from the model's own recipe (preset %s)",
+                    cfg.model, model.recipe)
+    # the model reads its fields out of the run's flat options; the sizes come from the data and text
+    model_config = model.config_from_options({
+        **cfg.to_dict(),
         "text_encoder": text.kind,
         "text_input_size": text.input_size,
         "vocab_size": _vocab_size(dataset) if text.kind == "glove" else 0,
-        "freeze_embeddings": cfg.freeze_embeddings,
-        "bert_freeze": cfg.bert_freeze,
         "bert_config": bert_config_dict(text.bert) if text.bert is not None else None,
         "visual_size": dataset.visual_dim or 1,
         "acoustic_size": dataset.acoustic_dim or 1,
-        "rnncell": cfg.rnncell,
-        "hidden_size": cfg.hidden_size,
         "num_classes": dataset.num_classes if dataset.task == "classification" else 1,
-        "dropout": cfg.dropout,
-        "activation": cfg.activation,
-        "similarity": cfg.similarity,
-        "cmd_moments": cfg.cmd_moments,
-        "reverse_grad_weight": cfg.reverse_grad_weight,
-        "diff_weight": cfg.diff_weight,
-        "sim_weight": cfg.sim_weight,
-        "recon_weight": cfg.recon_weight,
-        "feedback": cfg.feedback,
-        "mask_combine": cfg.mask_combine,
-        "mask_dropout": cfg.mask_dropout,
-        "generator_dropout": cfg.generator_dropout,
-        "detach_first_pass": cfg.feedback_detach,
     })
     check_token_ids(dataset, model_config, source=f"--data {cfg.data}")
     spec = BatchSpec(text_encoder=text.kind, modalities=cfg.modalities, alignment=dataset.alignment,
@@ -179,13 +170,14 @@ def _vocab_size(dataset: CanonicalDataset) -> int:
     return 1 + max(int(s.text_ids.max()) for segs in dataset.splits.values() for s in segs if s.text_ids is not None)
 
 
-def check_token_ids(dataset: CanonicalDataset, model_config: MisaConfig, *, source: str) -> None:
+def check_token_ids(dataset: CanonicalDataset, model_config: ModelConfig, *, source: str) -> None:
     """Every token id inside the model's vocabulary, checked before a batch is built (otherwise an
     out-of-range or negative id is an IndexError deep inside torch's embedding)."""
+    # vocab_size / bert_config are not part of the ModelConfig seam: a model without them is not checked
     if model_config.text_encoder == "glove":
-        field_name, size = "text_ids", model_config.vocab_size
+        field_name, size = "text_ids", int(getattr(model_config, "vocab_size", 0) or 0)
     elif model_config.text_encoder == "bert":
-        field_name, size = "bert_ids", int((model_config.bert_config or {}).get("vocab_size") or 0)
+        field_name, size = "bert_ids", int((getattr(model_config, "bert_config", None) or {}).get("vocab_size") or 0)
     else:
         return
     if size <= 0:
@@ -204,11 +196,11 @@ def check_token_ids(dataset: CanonicalDataset, model_config: MisaConfig, *, sour
                 )
 
 
-def build_model(setup: RunSetup) -> MISA:
+def build_model(setup: RunSetup) -> nn.Module:
     """A fresh model for one seed (pretrained BERT / GloVe weights copied in)."""
     embedding = torch.from_numpy(setup.text.embedding) if setup.text.embedding is not None else None
     bert = copy.deepcopy(setup.text.bert) if setup.text.bert is not None else None
-    return MISA(setup.model_config, bert=bert, embedding=embedding)
+    return get_model(setup.config.model).build(setup.model_config, bert=bert, embedding=embedding)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -38,11 +38,14 @@ def _prepare(tmp_path: Path, fmt: str, source: Path, **extra: str) -> Path:
     ],
     ids=["mmsa-aligned", "mmsa-unaligned", "mult", "misa-source", "misa-learned", "urfunny-v1", "urfunny-v2"],
 )
-def test_format_trains_and_reevaluates(tmp_path: Path, fmt, writer, encoder, task) -> None:
+@pytest.mark.parametrize("model", ["misa", "mmlatch"])
+def test_format_trains_and_reevaluates(tmp_path: Path, fmt, writer, encoder, task, model) -> None:
     source = Path(writer(tmp_path))
     prepared = _prepare(tmp_path, fmt, source)
     out = tmp_path / "run"
-    result = train(TrainConfig(data=str(prepared), out=str(out), text_encoder=encoder, **FAST))
+    # from_dict: each model starts from its own recipe (MMLatch: L1, plateau schedule, ...)
+    result = train(TrainConfig.from_dict({"model": model, "data": str(prepared), "out": str(out),
+                                          "text_encoder": encoder, **FAST}))
     keys = {"acc", "f1"} if task == "classification" else {"mae", "corr", "acc2_has0", "f1_has0", "acc2_non0",
                                                               "f1_non0", "acc5", "acc7"}
     assert set(result.runs[0].test) == keys
