@@ -106,11 +106,16 @@ def fit(
     device: torch.device,
     max_batches_per_epoch: int | None = None,
     on_improvement: Callable[[int, SplitEvaluation, torch.optim.Optimizer], None] | None = None,
+    warmup_epochs: int = 0,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitResult:
-    """Train until early stopping or ``max_epochs``; the model ends holding the best weights."""
+    """Train until early stopping or ``max_epochs``; the model ends holding the best weights.
+
+    ``on_epoch`` sees each epoch's history row (e.g. a search pruner); it may raise to stop.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
-    stopper = EarlyStopping(patience, trials)
+    stopper = EarlyStopping(patience, trials, warmup_epochs)
     best_model, best_optim = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
     result = FitResult(best_epoch=0, best_dev_loss=math.inf)
     steps = num_batches(len(train), batch_size, max_batches_per_epoch)
@@ -167,6 +172,8 @@ def fit(
                 group["lr"] = lr_now * lr_decay
             log.info("patience exhausted: best checkpoint (epoch %d) restored%s", result.best_epoch,
                      "" if decision.stop else f", lr -> {lr_now * lr_decay:.3g}")
+        if on_epoch is not None:
+            on_epoch(row)
         if decision.stop:
             break
     model.load_state_dict(best_model)

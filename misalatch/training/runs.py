@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -42,7 +42,8 @@ class RunResult:
     best_epoch: int
     dev_loss: float
     validation: dict[str, float]
-    test: dict[str, float]
+    test: dict[str, float]  # empty when the config's evaluate_test is off
+    epochs_run: int = 0
 
 
 @dataclass
@@ -62,8 +63,11 @@ class TrainResult:
         return {k: v["mean"] for k, v in self.aggregate.items()}
 
 
-def train_seed(setup: RunSetup, seed: int, run_dir: Path) -> RunResult:
-    """Fit one seed, save its best checkpoint, evaluate it once on the test split."""
+def train_seed(setup: RunSetup, seed: int, run_dir: Path, *,
+               on_epoch: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+    """Fit one seed, save its best checkpoint, evaluate it once on the test split (unless the
+    config's ``evaluate_test`` is off: then the test split is never touched). ``on_epoch`` sees
+    every epoch's history row (a search trial reports and prunes there)."""
     cfg = setup.config
     device = resolve_device(cfg.device)
     generator = seed_everything(seed)
@@ -86,20 +90,24 @@ def train_seed(setup: RunSetup, seed: int, run_dir: Path) -> RunResult:
         batch_size=cfg.batch_size, lr=cfg.lr, clip_value=cfg.clip_value, max_epochs=cfg.max_epochs,
         patience=cfg.patience, trials=cfg.trials, lr_decay=cfg.lr_decay, dev_loss_reduction=cfg.dev_loss_reduction,
         generator=generator, device=device, max_batches_per_epoch=cfg.max_batches_per_epoch, on_improvement=save_best,
+        warmup_epochs=cfg.resolved_warmup_epochs, on_epoch=on_epoch,
     )
     write_history(run_dir, fit_result.history)
     # the model holds the best weights; evaluate validation (for the record) and test once
     kw = dict(batch_size=cfg.batch_size, device=device, reduction=cfg.dev_loss_reduction)
     valid = evaluate(model, setup.dataset.splits["valid"], setup.spec, **kw)
-    test = evaluate(model, setup.dataset.splits["test"], setup.spec, **kw)
-    metrics = {"validation": valid.metrics, "test": test.metrics, "dev_loss": valid.loss, "test_loss": test.loss,
+    test = evaluate(model, setup.dataset.splits["test"], setup.spec, **kw) if cfg.evaluate_test else None
+    test_metrics = test.metrics if test is not None else None
+    metrics = {"validation": valid.metrics, "test": test_metrics, "dev_loss": valid.loss,
+               "test_loss": test.loss if test is not None else None,
                "best_epoch": fit_result.best_epoch, "epochs_run": len(fit_result.history), "seed": seed,
                "data": data_facts(setup.dataset), "text_encoder": setup.text.description}
     write_metrics(run_dir, metrics)
     save_checkpoint(run_dir, "best", model, sidecar={**sidecar_base, "epoch": fit_result.best_epoch,
-                                                      "metrics": {"validation": valid.metrics, "test": test.metrics,
+                                                      "metrics": {"validation": valid.metrics, "test": test_metrics,
                                                                   "dev_loss": valid.loss}})
-    return RunResult(seed, run_dir, fit_result.best_epoch, valid.loss, valid.metrics, test.metrics)
+    return RunResult(seed, run_dir, fit_result.best_epoch, valid.loss, valid.metrics, test_metrics or {},
+                     epochs_run=len(fit_result.history))
 
 
 def train(config: TrainConfig | dict[str, Any] | None = None, **overrides: Any) -> TrainResult:
