@@ -35,7 +35,7 @@ from optuna.trial import TrialState
 from misalatch.evaluation.aggregate import aggregate
 from misalatch.evaluation.report import DISPLAY_NAMES, _fmt
 from misalatch.experiments.stats import paired_comparison
-from misalatch.experiments.studies import attempts, redact
+from misalatch.experiments.studies import attempts, json_safe, redact
 from misalatch.experiments.sweep import Sweep, point_of, progress
 from misalatch.training.checkpoint import atomic_write_text
 
@@ -124,23 +124,13 @@ def _task(variants: list[dict[str, Any]]) -> Optional[str]:
     return None
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def write_results(sweep: Sweep, out: Optional[Path] = None) -> dict[str, Path]:
     """Write results.json / .csv / .md / .png into the sweep folder (atomically, each)."""
     out = Path(out or sweep.out)
     doc = collect(sweep)
     paths = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md",
              "png": out / "results.png"}
-    atomic_write_text(paths["json"], json.dumps(_json_safe(doc), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(paths["json"], json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n")
     atomic_write_text(paths["csv"], results_csv(doc))
     atomic_write_text(paths["md"], results_markdown(doc))
     plot_results(doc, paths["png"])

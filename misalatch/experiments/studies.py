@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import socket
 import threading
@@ -25,7 +26,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -180,6 +181,17 @@ def journal_heartbeat(study: optuna.Study, trial: optuna.Trial, liveness: Livene
     finally:
         stop.set()
         thread.join()
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf as None, for strict JSON files (strict JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def worker_id() -> str:

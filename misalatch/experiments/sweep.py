@@ -9,12 +9,15 @@ any number of workers, on any number of machines, can share it. The sweep folder
     <out>/runs/<variant>/seed-<s>/   one run folder per point, exactly what ``misalatch train`` writes
     <out>/results.{json,csv,md,png}  the table (see :mod:`misalatch.experiments.results`)
 
-Exactly one complete run per grid point: Optuna numbers trials atomically and the GridSampler gives
-trial ``k < N`` grid point ``k``; every later trial must be a queued retry (a WAITING trial made
-from a failed one, carrying its grid point), and anything else (two workers racing for the last
-point) is pruned before it trains. A point that already has a complete trial is never trained again,
-so re-running the same command continues the sweep; runs that failed or were interrupted are queued
-once more (with a fresh ``--retries`` budget) by the command that started the sweep, not by joiners.
+Exactly one complete run per grid point: the command that starts the sweep queues one WAITING
+trial per grid point (carrying its ``grid_id``; the GridSampler turns it into parameters), and
+workers only pop queued trials, which Optuna hands to exactly one worker each. A trial not from the
+queue (two workers racing for the last point) is pruned before it trains. A failed run is queued
+again by the one worker that recorded the failure (Optuna's retry callback: the worker itself after
+an exception, or the first worker to notice a dead worker's stale heartbeat), at most ``--retries``
+times. A point that already has a complete trial is never trained again, so re-running the same
+command continues the sweep; it also queues once more (with a fresh ``--retries`` budget) the runs
+that failed or were interrupted before; joiners (``--join``) only pull.
 """
 
 from __future__ import annotations
@@ -216,9 +219,11 @@ def read_sweep_marker(out: Path) -> Optional[dict[str, Any]]:
 
 @contextmanager
 def folder_lock(out: Path) -> Iterator[None]:
-    """Serialise the workers of one sweep folder while they create or top up the study."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".sweep.lock", "a") as handle:
+    """Serialise the workers of one sweep folder while they create or top up the study (the lock
+    file lies beside the folder, so that nothing appears in a folder before it is known to be ours)."""
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock-sweep", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -256,6 +261,8 @@ def start_sweep(spec: SweepSpec, out: str | Path, *, storage: Optional[str] = No
     url = storage or default_storage(out)
     name = study or f"sweep-{out.resolve().name}"
     with folder_lock(out):
+        check_sweep_folder(out)  # again, now that no other worker is half-way through creating it
+        out.mkdir(parents=True, exist_ok=True)
         marker = read_sweep_marker(out)
         if marker is not None and (marker.get("study") != name or marker.get("storage") != redact(url)):
             raise ConfigError(f"--out {out}: holds the sweep {marker.get('study')!r} in {marker.get('storage')}; "
@@ -306,23 +313,23 @@ class Progress:
     complete: dict[tuple[str, int], FrozenTrial] = field(default_factory=dict)
     running: int = 0
     waiting: int = 0
-    fresh_left: int = 0  # trials the GridSampler will still hand out on its own
     failed: dict[tuple[str, int], list[FrozenTrial]] = field(default_factory=dict)  # points with no complete run
-    grid_ids_needing_run: list[int] = field(default_factory=list)  # fresh trial failed/interrupted, nothing queued
+    grid_ids_needing_run: list[int] = field(default_factory=list)  # nothing complete, running or queued
 
     @property
     def work_left(self) -> bool:
-        return self.fresh_left > 0 or self.waiting > 0
+        return self.waiting > 0
 
 
 def progress(sweep: Sweep, since: Optional[float] = None) -> Progress:
-    """Where the grid stands; ``grid_ids_needing_run`` counts only failures older than ``since``
-    (an earlier invocation's), so that runs out of retries now are not tried forever."""
+    """Where the grid stands. ``grid_ids_needing_run``: points with nothing complete, running or
+    queued whose last failure is older than ``since`` (an earlier invocation's), so that a run out
+    of retries now is not tried forever."""
     trials = sweep.study.get_trials(deepcopy=False)
-    n = sweep.spec.size
-    state = Progress(fresh_left=max(0, n - len(trials)))
+    state = Progress()
     live_ids: set[int] = set()
     done_ids: set[int] = set()
+    latest_failure: dict[int, float] = {}
     for t in trials:
         point = point_of(sweep.spec, t)
         grid_id = t.system_attrs.get("grid_id")
@@ -335,39 +342,37 @@ def progress(sweep: Sweep, since: Optional[float] = None) -> Progress:
         elif t.state == TrialState.WAITING:
             state.waiting += 1
             live_ids.add(grid_id)
-        elif t.state == TrialState.FAIL and point is not None:
-            state.failed.setdefault(point, []).append(t)
+        elif t.state == TrialState.FAIL:
+            if point is not None:
+                state.failed.setdefault(point, []).append(t)
+            if isinstance(grid_id, int):
+                finished = t.datetime_complete.timestamp() if t.datetime_complete else 0.0
+                latest_failure[grid_id] = max(latest_failure.get(grid_id, 0.0), finished)
     for point in list(state.failed):
         if point in state.complete:
             del state.failed[point]
-    n_made = min(len(trials), n)
-    latest_failure: dict[int, float] = {}
-    for t in trials:
-        grid_id = t.system_attrs.get("grid_id")
-        if t.state == TrialState.FAIL and isinstance(grid_id, int) and grid_id < n_made:
-            finished = t.datetime_complete.timestamp() if t.datetime_complete else 0.0
-            latest_failure[grid_id] = max(latest_failure.get(grid_id, 0.0), finished)
     state.grid_ids_needing_run = sorted(
-        g for g, finished in latest_failure.items()
-        if g not in live_ids | done_ids and (since is None or finished < since))
+        g for g in range(sweep.spec.size)
+        if g not in live_ids | done_ids and (since is None or latest_failure.get(g, 0.0) < since))
     return state
 
 
-def requeue_unfinished(sweep: Sweep, since: Optional[float] = None) -> int:
-    """Queue one new attempt for every grid point whose trials all failed and nothing is queued
-    (interrupted runs, or failures from an earlier invocation): the resume of a re-run command."""
+def queue_unfinished(sweep: Sweep, since: Optional[float] = None) -> int:
+    """Queue one WAITING trial for every grid point with nothing complete, running or queued: all
+    of them when the sweep starts, the interrupted or failed ones when its command is run again.
+
+    Only the command that starts a sweep queues (under the folder lock); joiners only pull. A queued
+    trial carries just its ``grid_id``: the GridSampler turns it into the point's parameters."""
     with folder_lock(sweep.out):
-        state = progress(sweep, since)
-        if state.fresh_left:
-            return 0  # the sampler still hands out fresh points; a queued trial would take one's number
+        needed = progress(sweep, since).grid_ids_needing_run
         search_space = {k: list(v) for k, v in sweep.spec.grid.items()}
-        for grid_id in state.grid_ids_needing_run:
+        for grid_id in needed:
             sweep.study.add_trial(optuna.trial.create_trial(
                 state=TrialState.WAITING,
                 system_attrs={"grid_id": grid_id, "search_space": search_space, QUEUED_ATTR: True}))
-        if state.grid_ids_needing_run:
-            log.info("sweep %s: %d unfinished run(s) queued again", sweep.name, len(state.grid_ids_needing_run))
-        return len(state.grid_ids_needing_run)
+        if needed:
+            log.info("sweep %s: %d run(s) queued", sweep.name, len(needed))
+        return len(needed)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -408,9 +413,8 @@ def _objective(sweep: Sweep, cache: _SetupCache):
         from misalatch.training.runs import train_seed
 
         frozen = sweep.study._storage.get_trial(trial._trial_id)
-        queued = "failed_trial" in frozen.system_attrs or QUEUED_ATTR in frozen.system_attrs
-        if trial.number >= spec.size and not queued:
-            raise optuna.TrialPruned("the grid is taken: every point is complete, running or queued")
+        if QUEUED_ATTR not in frozen.system_attrs:  # not from the queue: another worker took the last run first
+            raise optuna.TrialPruned("nothing queued: every point is complete, running or queued")
         params = {name: trial.suggest_categorical(name, list(values)) for name, values in spec.grid.items()}
         seed = int(params.pop("seed"))
         key = spec.key(params)
@@ -462,8 +466,9 @@ def _after_trial(sweep: Sweep):
 def run_worker(sweep: Sweep, *, resume: bool = True, max_runs: Optional[int] = None, poll: Optional[float] = None) -> int:
     """Pull runs until the grid is done; wait while others hold the last ones (they may die).
 
-    ``resume`` (the command that started the sweep): also queue again the points whose trials
-    failed in an earlier invocation. Returns the number of trials this worker started.
+    ``resume`` (the command that starts or re-runs the sweep): first queue every point that has
+    nothing complete, running or queued (all of them in a new sweep; the failed or interrupted ones
+    of an earlier invocation otherwise). Returns the number of trials this worker started.
     """
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # misalatch logs each run itself
     objective, after = _objective(sweep, _SetupCache()), _after_trial(sweep)
@@ -472,10 +477,10 @@ def run_worker(sweep: Sweep, *, resume: bool = True, max_runs: Optional[int] = N
     while max_runs is None or started < max_runs:
         fail_stale(sweep.study, sweep.liveness)
         state = progress(sweep, since)
-        if resume and not state.fresh_left:
+        if resume:
             resume = False
             if state.grid_ids_needing_run:
-                requeue_unfinished(sweep, since)
+                queue_unfinished(sweep, since)
                 continue
         if state.work_left:
             sweep.study.optimize(objective, n_trials=1, catch=(RunFailed,), callbacks=[after])

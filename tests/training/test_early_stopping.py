@@ -37,3 +37,24 @@ def test_trials_restore_then_continue() -> None:
 def test_improvement_resets_patience() -> None:
     decisions = _run([3.0, 4.0, 2.0, 4.0, 4.0], patience=1, trials=1)
     assert [d[1] for d in decisions] == [False, False, False, False, True]
+
+
+def test_warmup_epochs_do_not_count_against_the_patience() -> None:
+    from misalatch.training.early_stopping import EarlyStopping
+
+    losses = [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6]  # only epoch 1 improves
+    stopper = EarlyStopping(patience=1, trials=1)
+    plain = [stopper.step(x).stop for x in losses]
+    assert plain.index(True) == 2  # epochs 2 and 3 are patience + 1 bad epochs
+    warm = EarlyStopping(patience=1, trials=1, warmup=4)
+    decisions = [warm.step(x) for x in losses]
+    assert [d.stop for d in decisions].index(True) == 5  # bad epochs 2-4 are free, then 5 and 6 count
+    assert decisions[0].improved and not any(d.improved for d in decisions[1:])
+
+
+def test_feedback_variants_warm_up_by_default() -> None:
+    from misalatch.training.config import FEEDBACK_WARMUP_EPOCHS, TrainConfig
+
+    assert TrainConfig().resolved_warmup_epochs == 0
+    assert TrainConfig(feedback="static").resolved_warmup_epochs == FEEDBACK_WARMUP_EPOCHS
+    assert TrainConfig(feedback="static", warmup_epochs=0).resolved_warmup_epochs == 0
