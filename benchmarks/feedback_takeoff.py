@@ -27,7 +27,7 @@ D_T, D_A, D_V = 4, 4, 8
 GROUPS = (slice(0, 4), slice(4, 8))
 
 
-def make_cue_task(sizes: tuple[int, int, int] = (480, 120, 120), seed: int = 0, steps: tuple[int, int] = (4, 8)) -> CanonicalDataset:
+def make_cue_task(sizes: tuple[int, int, int] = (240, 60, 60), seed: int = 0, steps: tuple[int, int] = (4, 6)) -> CanonicalDataset:
     """The text-cue / two-visual-groups task as a canonical dataset (text given as word vectors)."""
     rng = np.random.default_rng(seed)
     splits = {}
@@ -57,9 +57,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="bench/takeoff")
     parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--feedback", default="none,sequence,sequence-mlp,static,static-projected")
+    parser.add_argument("--feedback", default="static,sequence-mlp,sequence,static-projected,none")
     parser.add_argument("--warmup", default="0,10")
-    parser.add_argument("--max-epochs", default="60")
+    parser.add_argument("--max-epochs", default="40")
     args = parser.parse_args()
     out = Path(args.out)
     data = out / "data"
