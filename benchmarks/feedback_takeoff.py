@@ -27,7 +27,7 @@ D_T, D_A, D_V = 4, 4, 8
 GROUPS = (slice(0, 4), slice(4, 8))
 
 
-def make_cue_task(sizes: tuple[int, int, int] = (240, 60, 60), seed: int = 0, steps: tuple[int, int] = (4, 6)) -> CanonicalDataset:
+def make_cue_task(sizes: tuple[int, int, int] = (192, 48, 48), seed: int = 0, steps: tuple[int, int] = (4, 5)) -> CanonicalDataset:
     """The text-cue / two-visual-groups task as a canonical dataset (text given as word vectors)."""
     rng = np.random.default_rng(seed)
     splits = {}
@@ -59,16 +59,20 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--feedback", default="static,sequence-mlp,sequence,static-projected,none")
     parser.add_argument("--warmup", default="0,10")
-    parser.add_argument("--max-epochs", default="40")
+    parser.add_argument("--max-epochs", default="30")
+    parser.add_argument("--join", action="store_true", help="join the sweep as one more worker")
     args = parser.parse_args()
     out = Path(args.out)
     data = out / "data"
     if not data.exists():
         save_prepared(make_cue_task(), data)
+    if args.join:
+        raise SystemExit(cli(["sweep", "--join", "--storage", f"sqlite:///{(out / 'sweep').resolve()}/study.db",
+                              "--study", "sweep-sweep"]))
     raise SystemExit(cli(["sweep", "--out", str(out / "sweep"), "--data", str(data), "--text-encoder", "vectors",
                           "--feedback", args.feedback, "--warmup-epochs", args.warmup, "--seeds", args.seeds,
                           "--patience", "5", "--max-epochs", args.max_epochs, "--hidden-size", "16",
-                          "--batch-size", "32", "--lr", "1e-3", "--device", "cpu"]))
+                          "--batch-size", "24", "--lr", "1e-3", "--device", "cpu"]))
 
 
 if __name__ == "__main__":

@@ -36,8 +36,9 @@ from misalatch.evaluation.aggregate import aggregate
 from misalatch.evaluation.report import DISPLAY_NAMES, _fmt
 from misalatch.experiments.stats import paired_comparison
 from misalatch.experiments.studies import attempts, json_safe, redact
-from misalatch.experiments.sweep import Sweep, point_of, progress
-from misalatch.training.checkpoint import atomic_write_text
+from misalatch.experiments.sweep import Sweep, point_of, progress, write_owned
+from misalatch.io.atomic import atomic_savefig
+from misalatch.io.owned import record_written
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +131,10 @@ def write_results(sweep: Sweep, out: Optional[Path] = None) -> dict[str, Path]:
     doc = collect(sweep)
     paths = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md",
              "png": out / "results.png"}
-    atomic_write_text(paths["json"], json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n")
-    atomic_write_text(paths["csv"], results_csv(doc))
-    atomic_write_text(paths["md"], results_markdown(doc))
+    write_owned(out, "results.json", json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n")
+    write_owned(out, "results.csv", results_csv(doc))
+    write_owned(out, "results.md", results_markdown(doc))
+    record_written(paths["png"])
     plot_results(doc, paths["png"])
     log.info("sweep %s: results in %s", sweep.name, paths["md"])
     return paths
@@ -250,6 +252,6 @@ def plot_results(doc: dict[str, Any], png: Path) -> Path:
         axes[0][0].text(0.5, 0.5, "no complete runs yet", ha="center", va="center")
         axes[0][0].set_axis_off()
     fig.suptitle(f"{doc['sweep']['study']}: mean ± std over seeds", fontsize=10)
-    fig.savefig(png, dpi=110)
+    atomic_savefig(fig, png, dpi=110)
     plt.close(fig)
     return png

@@ -57,7 +57,8 @@ from misalatch.experiments.studies import (
     redact,
     worker_id,
 )
-from misalatch.training.checkpoint import atomic_write_text
+from misalatch.io.atomic import atomic_write_text
+from misalatch.io.owned import check_target, claim_output, is_owned
 from misalatch.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -214,10 +215,17 @@ def _pruner() -> optuna.pruners.MedianPruner:
 
 
 def check_search_folder(out: Path) -> None:
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise ConfigError(f"--out {out}: must be a folder (not a file or a link)")
-    if out.is_dir() and any(out.iterdir()) and not (out / SEARCH_MARKER).is_file():
-        raise ConfigError(f"--out {out}: exists, is not empty and is not a misalatch search folder; choose another")
+    """New, empty, or already a misalatch search folder (``run.json`` marker of kind ``search``)."""
+    if not is_owned(out, "search"):
+        check_target(out, "search", flag="--out")
+
+
+def _ensure_search_folder(out: Path) -> None:
+    check_search_folder(out)
+    if not is_owned(out, "search"):
+        with claim_output(out, "search", flag="--out") as folder:
+            for name in (SEARCH_MARKER, "best.yaml", "study.db", "trials"):
+                folder.file(name)
 
 
 def start_search(spec: SearchSpec, out: str | Path, *, storage: Optional[str] = None, study: Optional[str] = None,
@@ -229,15 +237,19 @@ def start_search(spec: SearchSpec, out: str | Path, *, storage: Optional[str] = 
     url = storage or default_storage(out)
     name = study or f"search-{out.resolve().name}"
     with folder_lock(out):
+        _ensure_search_folder(out)
         opt = optuna.create_study(study_name=name, storage=open_storage(url, liveness), sampler=_sampler(sampler_seed),
                                   pruner=_pruner(), direction=spec.direction, load_if_exists=True)
         existing = opt.user_attrs.get(STUDY_ATTR)
-        if existing is None:
+        if existing is not None:
+            before = {k: v for k, v in SearchSpec.from_dict(existing).to_dict().items() if k != "trials"}
+            now = {k: v for k, v in SearchSpec.from_dict(json.loads(json.dumps(spec.to_dict()))).to_dict().items()
+                   if k != "trials"}
+            if before != now:
+                raise ConfigError(f"--study {name}: exists with other settings, space or objective; choose another "
+                                  "--study (only --trials may change when a search is run again)")
+        if existing is None or existing.get("trials") != spec.trials:
             opt.set_user_attr(STUDY_ATTR, {**spec.to_dict(), "out": str(out.resolve())})
-        elif SearchSpec.from_dict(existing).to_dict() != SearchSpec.from_dict(json.loads(json.dumps(spec.to_dict()))).to_dict():
-            raise ConfigError(f"--study {name}: exists with other settings, space or objective; choose another --study")
-        if not (out / SEARCH_MARKER).is_file():
-            _write_summary(Search(opt, spec, out, url, liveness))
     return Search(opt, spec, out, url, liveness)
 
 
@@ -250,7 +262,10 @@ def join_search(storage: str, study: str, *, out: str | Path | None = None, live
         raise ConfigError(f"--study {study}: is not a misalatch search")
     opt = optuna.load_study(study_name=study, storage=store, sampler=_sampler(sampler_seed), pruner=_pruner())
     folder = Path(out) if out is not None else Path(doc["out"])
-    check_search_folder(folder)
+    from misalatch.experiments.sweep import folder_lock
+
+    with folder_lock(folder):
+        _ensure_search_folder(folder)
     return Search(opt, SearchSpec.from_dict(doc), folder, storage, liveness)
 
 

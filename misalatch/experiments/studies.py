@@ -82,7 +82,9 @@ def redact(url: str) -> str:
 
 def open_storage(url: str, liveness: Liveness) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url`` with heartbeat and retries; clear errors for bad URLs."""
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=liveness.retries)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # flagged experimental since Optuna 2.8, the documented way
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=liveness.retries)
     if url.startswith(JOURNAL_PREFIX):
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 
@@ -125,7 +127,11 @@ def is_journal(storage: optuna.storages.BaseStorage) -> bool:
 def retry_callback(storage: optuna.storages.BaseStorage, retries: int) -> RetryHeartbeatStaleTrialCallback:
     """The storage's retry callback (RDB), or one with the same rule (journal)."""
     callback = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
-    return callback if callback is not None else RetryHeartbeatStaleTrialCallback(max_retry=retries)
+    if callback is not None:
+        return callback
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return RetryHeartbeatStaleTrialCallback(max_retry=retries)
 
 
 def attempts(trial: FrozenTrial) -> int:

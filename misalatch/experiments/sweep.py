@@ -50,7 +50,8 @@ from misalatch.experiments.studies import (
     retry_callback,
     worker_id,
 )
-from misalatch.training.checkpoint import atomic_write_text
+from misalatch.io.atomic import atomic_write_text
+from misalatch.io.owned import check_target, claim_output, is_owned, record_written
 from misalatch.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -196,25 +197,43 @@ def default_baseline(grid: dict[str, tuple[Any, ...]], requested: Optional[str])
 # the folder and the study
 # ----------------------------------------------------------------------------------------------
 def check_sweep_folder(out: Path) -> None:
-    """A sweep folder is new, empty, or already a misalatch sweep (then the sweep continues)."""
-    if out.is_symlink():
-        raise ConfigError(f"--out {out}: is a symbolic link; give the real folder")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and read_sweep_marker(out) is None:
-        raise ConfigError(f"--out {out}: exists, is not empty and is not a misalatch sweep folder (no valid "
-                          f"{SWEEP_MARKER}); choose another folder (nothing was changed)")
+    """A sweep folder is new, empty, or already a misalatch sweep (then the sweep continues); it is
+    recognised by its ``run.json`` marker of kind ``sweep`` (:mod:`misalatch.io.owned`)."""
+    if not is_owned(out, "sweep"):
+        check_target(out, "sweep", flag="--out")  # refuses a non-empty folder that is not a sweep
 
 
 def read_sweep_marker(out: Path) -> Optional[dict[str, Any]]:
+    """What ``sweep.json`` says (study, storage) in an owned sweep folder, else None."""
     path = out / SWEEP_MARKER
-    if path.is_symlink() or not path.is_file():
+    if not is_owned(out, "sweep") or path.is_symlink() or not path.is_file():
         return None
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     return doc if isinstance(doc, dict) and doc.get("format") == SWEEP_MARKER_FORMAT else None
+
+
+def _ensure_sweep_folder(out: Path, study: str, url: str) -> dict[str, Any]:
+    """Create the owned sweep folder (marker + sweep.json) unless it exists; return sweep.json."""
+    check_sweep_folder(out)  # again, now that no other worker is half-way through creating it
+    if not is_owned(out, "sweep"):
+        with claim_output(out, "sweep", flag="--out") as folder:
+            folder.write_json(SWEEP_MARKER, {"format": SWEEP_MARKER_FORMAT, "version": 1, "study": study,
+                                             "storage": redact(url), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            folder.file("study.db")  # the default storage, created next
+            folder.file("runs")
+    marker = read_sweep_marker(out)
+    if marker is None:
+        raise ConfigError(f"--out {out}: a misalatch sweep folder without a readable {SWEEP_MARKER}; choose another --out")
+    return marker
+
+
+def write_owned(folder: Path, name: str, text: str) -> Path:
+    """A file of the sweep folder itself (results), recorded in its marker and written atomically."""
+    record_written(folder / name)
+    return atomic_write_text(folder / name, text)
 
 
 @contextmanager
@@ -261,10 +280,8 @@ def start_sweep(spec: SweepSpec, out: str | Path, *, storage: Optional[str] = No
     url = storage or default_storage(out)
     name = study or f"sweep-{out.resolve().name}"
     with folder_lock(out):
-        check_sweep_folder(out)  # again, now that no other worker is half-way through creating it
-        out.mkdir(parents=True, exist_ok=True)
-        marker = read_sweep_marker(out)
-        if marker is not None and (marker.get("study") != name or marker.get("storage") != redact(url)):
+        marker = _ensure_sweep_folder(out, name, url)
+        if marker.get("study") != name or marker.get("storage") != redact(url):
             raise ConfigError(f"--out {out}: holds the sweep {marker.get('study')!r} in {marker.get('storage')}; "
                               f"continue it with the same --storage/--study, or choose another --out")
         store = open_storage(url, liveness)
@@ -276,10 +293,6 @@ def start_sweep(spec: SweepSpec, out: str | Path, *, storage: Optional[str] = No
         elif {k: v for k, v in existing.items() if k != "out"} != json.loads(json.dumps(spec.to_dict())):
             raise ConfigError(f"--study {name}: exists with a different grid or settings; choose another --study "
                               f"(or --out), or run the same command as before")
-        if marker is None:
-            atomic_write_text(out / SWEEP_MARKER, json.dumps(
-                {"format": SWEEP_MARKER_FORMAT, "version": 1, "study": name, "storage": redact(url),
-                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2) + "\n")
     return Sweep(opt, spec, out, url, liveness)
 
 
@@ -293,7 +306,8 @@ def join_sweep(storage: str, study: str, *, out: str | Path | None = None, liven
     spec = SweepSpec.from_dict(doc)
     opt = load_existing_study(study, store, storage, sampler=_sampler(spec))
     folder = Path(out) if out is not None else Path(doc["out"])
-    check_sweep_folder(folder)
+    with folder_lock(folder):
+        _ensure_sweep_folder(folder, study, storage)
     return Sweep(opt, spec, folder, storage, liveness)
 
 
@@ -398,6 +412,7 @@ class _SetupCache:
 def _set_aside(run_dir: Path) -> None:
     """A run folder left by a failed or killed attempt is kept beside the new one, never deleted."""
     if not run_dir.exists():
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
         return
     k = 1
     while (aside := run_dir.with_name(f"{run_dir.name}.failed-{k}")).exists():

@@ -72,7 +72,7 @@ def test_comma_lists_become_grid_dimensions_and_bad_values_are_named(tmp_path: P
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     args, spec = parse_sweep(["--out", str(tmp_path / "mine"), *GRID, *TINY_FLAGS])
-    with pytest.raises(ConfigError, match="not a misalatch sweep folder"):
+    with pytest.raises(ConfigError, match="exists and is not empty"):
         start_sweep(spec, tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
@@ -89,6 +89,10 @@ def _assert_four_runs_exactly_once(url: str, study: str, out: Path) -> list[optu
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     points = sorted((t.params["feedback"], t.params["seed"]) for t in complete)
     assert points == [("none", 1), ("none", 2), ("static", 1), ("static", 2)], [(t.number, t.state, t.params) for t in trials]
+    from misalatch.io.owned import is_owned
+
+    assert is_owned(out, "sweep") and {"results.json", "results.md", "results.csv", "results.png", "sweep.json"} <= set(
+        json.loads((out / "run.json").read_text())["files"])
     doc = json.loads((out / "results.json").read_text())
     assert doc["format"] == "misalatch-sweep-results" and doc["failed"] == [] and doc["pending"] == []
     assert sorted(r["run_dir"] for v in doc["variants"] for r in v["runs"] if r["state"] == "complete") == [
@@ -99,6 +103,7 @@ def _assert_four_runs_exactly_once(url: str, study: str, out: Path) -> list[optu
     return trials
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_sqlite_sweep_without_duplicates(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
     cmd = ["sweep", "--out", str(out), *GRID, *TINY_FLAGS, "--max-epochs", "1", "--heartbeat", "1", "--grace", "5"]
@@ -140,10 +145,12 @@ def _kill_a_worker_mid_run_and_let_another_finish(tmp_path: Path, url: str) -> N
     assert (out / f"{victim.user_attrs['run_dir']}.failed-1").is_dir()  # the dead attempt's folder is kept aside
 
 
+@pytest.mark.slow
 def test_a_killed_worker_run_is_retried_by_another_sqlite(tmp_path: Path) -> None:
     _kill_a_worker_mid_run_and_let_another_finish(tmp_path, f"sqlite:///{tmp_path.resolve()}/shared.db")
 
 
+@pytest.mark.slow
 def test_a_killed_worker_run_is_retried_by_another_postgresql(tmp_path: Path, postgres_url: str) -> None:
     _kill_a_worker_mid_run_and_let_another_finish(tmp_path, postgres_url)
 
