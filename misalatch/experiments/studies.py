@@ -136,7 +136,7 @@ def retry_callback(storage: optuna.storages.BaseStorage, retries: int) -> RetryH
 
 def attempts(trial: FrozenTrial) -> int:
     """1 for a first attempt, 2 for its first retry, ..."""
-    return 1 + len(RetryHeartbeatStaleTrialCallback.retry_history(trial)) if "retry_history" in trial.system_attrs else 1
+    return 1 + len(trial.system_attrs.get("retry_history", []))  # the list RetryHeartbeatStaleTrialCallback keeps
 
 
 def fail_stale(study: optuna.Study, liveness: Liveness) -> None:
