@@ -6,7 +6,9 @@ noise) and the other an independent value of the same size, so that vision alone
 is which. The TEXT says which group to trust: text dimension 0 is −1 (A) or +1 (B) at every word;
 the other text dimensions and the acoustic stream are noise. The label is 1.5·z clipped to [-3, 3].
 A model that learns to gate vision with the text cue (the feedback masks of MMLatch) predicts the
-label; one that does not can only average the two groups (test MAE of plain MISA).
+label; one that does not can only average the two groups (test MAE of plain MISA). The auxiliary MISA
+losses are off (weights 0), as in tests/models/test_feedback_mechanism.py: at this scale the
+difference loss dominates the gradient and nothing is learned in a few hundred steps.
 
 ``python benchmarks/feedback_takeoff.py --out bench/takeoff`` prepares the data and runs the sweep
 ``feedback × warmup_epochs × seeds`` at patience 5 with ``misalatch sweep``; the table is
@@ -27,7 +29,7 @@ D_T, D_A, D_V = 4, 4, 8
 GROUPS = (slice(0, 4), slice(4, 8))
 
 
-def make_cue_task(sizes: tuple[int, int, int] = (192, 48, 48), seed: int = 0, steps: tuple[int, int] = (4, 5)) -> CanonicalDataset:
+def make_cue_task(sizes: tuple[int, int, int] = (480, 120, 120), seed: int = 0, steps: tuple[int, int] = (4, 6)) -> CanonicalDataset:
     """The text-cue / two-visual-groups task as a canonical dataset (text given as word vectors)."""
     rng = np.random.default_rng(seed)
     splits = {}
@@ -59,7 +61,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--feedback", default="static,sequence-mlp,sequence,static-projected,none")
     parser.add_argument("--warmup", default="0,10")
-    parser.add_argument("--max-epochs", default="30")
+    parser.add_argument("--max-epochs", default="40")
     parser.add_argument("--join", action="store_true", help="join the sweep as one more worker")
     args = parser.parse_args()
     out = Path(args.out)
@@ -72,7 +74,8 @@ def main() -> None:
     raise SystemExit(cli(["sweep", "--out", str(out / "sweep"), "--data", str(data), "--text-encoder", "vectors",
                           "--feedback", args.feedback, "--warmup-epochs", args.warmup, "--seeds", args.seeds,
                           "--patience", "5", "--max-epochs", args.max_epochs, "--hidden-size", "16",
-                          "--batch-size", "24", "--lr", "1e-3", "--device", "cpu"]))
+                          "--batch-size", "32", "--lr", "3e-3", "--diff-weight", "0", "--sim-weight", "0",
+                          "--recon-weight", "0", "--device", "cpu"]))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ SPACE = {"lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
 
 def test_search_never_touches_the_test_split_and_exports_a_config_that_trains(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import misalatch.training.loop as loop
     import misalatch.training.runs as runs
 
     test_ids = {s.id for s in load_dataset("synthetic", synthetic_sizes={"train": 16, "valid": 8, "test": 8}).splits["test"]}
@@ -35,7 +36,8 @@ def test_search_never_touches_the_test_split_and_exports_a_config_that_trains(
         seen.append({s.id for s in segments})
         return real(model, segments, *args, **kwargs)
 
-    monkeypatch.setattr(runs, "evaluate", spy)
+    monkeypatch.setattr(runs, "evaluate", spy)  # the final evaluations of a run
+    monkeypatch.setattr(loop, "evaluate", spy)  # the per-epoch dev evaluations inside fit()
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
     out = tmp_path / "search"
     argv = ["search", "--trials", "3", "--out", str(out), "--space", str(tmp_path / "space.yaml"), "--sampler-seed", "0",

@@ -58,3 +58,20 @@ def test_feedback_variants_warm_up_by_default() -> None:
     assert TrainConfig().resolved_warmup_epochs == 0
     assert TrainConfig(feedback="static").resolved_warmup_epochs == FEEDBACK_WARMUP_EPOCHS
     assert TrainConfig(feedback="static", warmup_epochs=0).resolved_warmup_epochs == 0
+
+
+def test_training_honours_the_warmup(tmp_path) -> None:
+    """patience 0: without warm-up the first non-improving epoch stops the run; with warm-up 3 the
+    run goes on until the first non-improving epoch after epoch 3."""
+    import csv
+
+    from misalatch.training.config import TrainConfig
+    from misalatch.training.runs import train
+
+    tiny = dict(synthetic_size=(16, 8, 8), text_encoder="learned", hidden_size=8, batch_size=8, lr=0.05,
+                patience=0, trials=1, max_epochs=6)
+    run = train(TrainConfig(out=str(tmp_path / "warm"), warmup_epochs=3, **tiny)).runs[0]
+    with open(tmp_path / "warm" / "history.csv") as handle:
+        improved = [r["improved"] == "True" for r in csv.DictReader(handle)]
+    bad_after_warmup = [e for e, ok in enumerate(improved, start=1) if not ok and e > 3]
+    assert run.epochs_run == (bad_after_warmup[0] if bad_after_warmup else 6) and run.epochs_run >= 4
