@@ -281,7 +281,8 @@ def _objective(search: Search):
     sign = -1.0 if spec.direction == "maximize" else 1.0
 
     def objective(trial: optuna.Trial) -> float:
-        from misalatch.training.runs import setup_run, train_seed
+        from misalatch.training.runs import train_seed
+        from misalatch.training.setup import setup_run
 
         params = suggest(trial, spec.space)
         run_dir = search.out / "trials" / f"trial-{trial.number}"

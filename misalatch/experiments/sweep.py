@@ -400,7 +400,7 @@ class _SetupCache:
     setup: Any = None
 
     def get(self, cfg: TrainConfig) -> Any:
-        from misalatch.training.runs import setup_run
+        from misalatch.training.setup import setup_run
 
         key = cfg.replace(seed=0, out=None).to_yaml()
         if key != self.key:
