@@ -124,10 +124,11 @@ def _kill_a_worker_mid_run_and_let_another_finish(tmp_path: Path, url: str) -> N
                     "--max-epochs", "3", *common], tmp_path / "killed.log")
     victim = None
     deadline = time.time() + 180
-    while victim is None and time.time() < deadline:  # wait until the worker is inside a run
+    while victim is None and time.time() < deadline:  # wait until the worker is writing its run folder
         time.sleep(0.3)
         try:
-            running = [t for t in _trials(url, "s") if t.state == TrialState.RUNNING and "key" in t.user_attrs]
+            running = [t for t in _trials(url, "s") if t.state == TrialState.RUNNING and "run_dir" in t.user_attrs
+                       and (out / t.user_attrs["run_dir"] / "config.yaml").is_file()]  # inside train_seed
         except Exception:  # noqa: BLE001 - the study is not created yet
             continue
         victim = running[0] if running else None
