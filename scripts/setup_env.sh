@@ -22,3 +22,10 @@ fi
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql
 fi
+# Chromium, for the headless-browser test of `misalatch report` (Debian's package; needs root).
+# Without root or apt the test is skipped and says why.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null || \
+        echo "setup_env.sh: could not install chromium; the report browser test will be skipped" >&2
+fi

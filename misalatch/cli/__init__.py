@@ -40,6 +40,9 @@ COMMANDS: dict[str, tuple[str, Command]] = {
     "sweep": ("run variants × seeds as one Optuna study (joinable); mean ± std and paired tests", _lazy("misalatch.cli.sweep", "main")),
     "search": ("validation-only hyper-parameter search (Optuna TPE, pruning); exports the best config", _lazy("misalatch.cli.search", "main")),
     "download": ("fetch a public CMU-SDK file with sha256 verification", _lazy("misalatch.cli.download", "main")),
+    "compare": ("runs and sweeps side by side: one table and a bar chart", _lazy("misalatch.cli.compare", "main")),
+    "report": ("one self-contained HTML page of a sweep or run", _lazy("misalatch.cli.report", "main")),
+    "robustness": ("curves of trained runs under noise, frame drop and modality drop", _lazy("misalatch.cli.robustness", "main")),
 }
 
 

@@ -10,7 +10,8 @@ from typing import Literal, Optional
 import tyro
 
 from misalatch.evaluation.report import format_metrics_table
-from misalatch.training.checkpoint import atomic_write_text
+from misalatch.io.atomic import atomic_write_text
+from misalatch.io.owned import check_file_target, record_written
 
 
 @dataclass(frozen=True)
@@ -27,12 +28,23 @@ class EvaluateArgs:
     """auto picks CUDA when available."""
     out: Optional[str] = None
     """Where to write the metrics JSON (default: RUN_DIR/evaluation.json)."""
+    plots: bool = True
+    """Write <out-stem>-scatter-<split>.png and <out-stem>-confusion-<split>.png into RUN_DIR."""
+    overwrite: bool = False
+    """Replace an existing --out file misalatch wrote."""
+
+
+def _is_evaluation_json(path: Path) -> bool:
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    return isinstance(doc, dict) and {"data", "synthetic"} <= set(doc)
 
 
 def main(argv: list[str]) -> int:
     from misalatch.training.run_dir import evaluate_run, load_run
 
     args = tyro.cli(EvaluateArgs, args=argv, prog="misalatch evaluate")
+    out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
+    check_file_target(out, overwrite=args.overwrite or args.out is None, looks_ours=_is_evaluation_json)
     run = load_run(args.run_dir, data=args.data, data_root=args.data_root, device=args.device)
     results = evaluate_run(run)
     task = run.dataset.task
@@ -41,7 +53,15 @@ def main(argv: list[str]) -> int:
         payload[split] = ev.metrics
         print(f"{split}{' [SYNTHETIC data]' if run.dataset.synthetic else ''} (loss {ev.loss:.4f}):")
         print(format_metrics_table(ev.metrics, task=task))
-    out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
+    record_written(out)  # inside a run folder: recorded in its marker first, so --overwrite knows it is ours
     atomic_write_text(out, json.dumps(payload, indent=2))
     print(f"written: {out}")
+    if args.plots:
+        from misalatch.evaluation.plots import plot_predictions
+
+        # into the run folder (misalatch's own), named after the evaluation file, never next to a user's --out
+        for split, ev in results.items():
+            written = plot_predictions(ev.predictions, ev.labels, args.run_dir, task=task, split=split,
+                                       prefix=f"{out.stem}-")
+            print(f"written: {', '.join(str(p) for p in written.values())}")
     return 0

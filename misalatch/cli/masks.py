@@ -10,6 +10,7 @@ from typing import Literal, Optional
 import tyro
 
 from misalatch.errors import MisalatchError
+from misalatch.io.owned import check_target, claim_output
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class MasksArgs:
     """Default: the run's batch size."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto picks CUDA when available."""
+    overwrite: bool = False
+    """Replace an earlier masks export (only a folder misalatch wrote)."""
 
 
 def _run_feedback(run_dir: str) -> str:
@@ -58,6 +61,8 @@ def main(argv: list[str]) -> int:
             f"{args.run_dir}: this run has no feedback (feedback: none), so it has no masks; masks exist for runs "
             "trained with --feedback sequence, sequence-mlp, static or static-projected"
         )
+    out = Path(args.out) if args.out else Path(args.run_dir) / f"masks-{args.split}"
+    check_target(out, "masks", overwrite=args.overwrite)  # before the model runs
     run = load_run(args.run_dir, data=args.data, data_root=args.data_root, device=args.device)
     segments = run.dataset.splits.get(args.split, [])
     if not segments:
@@ -65,10 +70,13 @@ def main(argv: list[str]) -> int:
     batch_size = args.batch_size or run.config.batch_size or 32
     batches = iterate_batches(segments, run.spec, batch_size)
     collected = collect_masks(run.model, batches, device=run.device)
-    out = Path(args.out) if args.out else Path(args.run_dir) / f"masks-{args.split}"
     meta = {"run_dir": str(args.run_dir), "split": args.split, "data": run.config.data,
             "synthetic": bool(run.dataset.synthetic)}
-    written = export_masks(collected, out, samples=list(args.ids) if args.ids else args.samples, meta=meta)
+    with claim_output(out, "masks", overwrite=args.overwrite) as output:  # staged, swapped in when complete
+        staging = output.path
+        written = export_masks(collected, staging, samples=list(args.ids) if args.ids else args.samples, meta=meta)
+        output.record_tree(".")
+    written = {k: out / v.relative_to(staging) for k, v in written.items()}
 
     stats = json.loads(written["summary"].read_text())["modalities"]
     label = " [SYNTHETIC data]" if run.dataset.synthetic else ""

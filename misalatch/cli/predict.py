@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Optional
 
 import tyro
+
+from misalatch.io.owned import check_file_target, record_written
 
 
 @dataclass(frozen=True)
@@ -24,14 +27,23 @@ class PredictArgs:
     """Split to predict; all writes train, valid and test."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto picks CUDA when available."""
+    overwrite: bool = False
+    """Replace an existing --out file misalatch wrote (a predictions CSV)."""
+
+
+def _is_predictions_csv(path: Path) -> bool:
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return handle.readline().startswith("split,segment_id,label,prediction")
 
 
 def main(argv: list[str]) -> int:
     from misalatch.training.run_dir import evaluate_run, load_run, write_predictions
 
     args = tyro.cli(PredictArgs, args=argv, prog="misalatch predict")
+    check_file_target(args.out, overwrite=args.overwrite, looks_ours=_is_predictions_csv)  # before the model runs
     run = load_run(args.run_dir, data=args.data, data_root=args.data_root, device=args.device)
     splits = ("train", "valid", "test") if args.split == "all" else (args.split,)
+    record_written(Path(args.out))
     path = write_predictions(evaluate_run(run, splits), args.out)
     print(f"written: {path} ({sum(len(run.dataset.splits[s]) for s in splits)} rows)")
     return 0

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import tyro
 
 from misalatch.cli._config import pop_config
+from misalatch.errors import ConfigError
 from misalatch.evaluation.report import format_aggregate_table, format_metrics_table
-from misalatch.training.config import TrainConfig
+from misalatch.training.config import TrainConfig, deferred_validation
 
 _TRAIN_HELP = (
     "Train MISA or a MISA+MMLatch variant. Defaults reproduce the original MISA; --config FILE.yaml "
-    "loads a config file first and command-line flags override it. Example: misalatch train --data mosei --patience 4"
+    "loads a config file first and command-line flags override it. Example: misalatch train --data mosei --patience 4. "
+    "misalatch train --resume RUN_DIR continues a killed run with its own config (docs/reliability.md)"
 )
 
 
@@ -18,14 +22,47 @@ def parse_train_args(argv: list[str]) -> TrainConfig:
     """The TrainConfig a ``misalatch train`` command line means (file first, then flags)."""
     path, rest = pop_config(argv)
     default = TrainConfig.from_yaml(path) if path else TrainConfig()
-    return tyro.cli(TrainConfig, default=default, args=rest, prog="misalatch train", description=_TRAIN_HELP)
+    with deferred_validation():
+        parsed = tyro.cli(TrainConfig, default=default, args=rest, prog="misalatch train", description=_TRAIN_HELP)
+    return dataclasses.replace(parsed)  # validated now: a bad value is a ConfigError (one line, exit 1)
+
+
+def _pop_resume(argv: list[str]) -> tuple[str | None, list[str]]:
+    """Take ``--resume RUN_DIR`` out of argv."""
+    for i, arg in enumerate(argv):
+        if arg == "--resume":
+            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                raise ConfigError("--resume needs the run folder to continue (misalatch train --resume RUN_DIR)")
+            return argv[i + 1], argv[:i] + argv[i + 2:]
+        if arg.startswith("--resume="):
+            return arg.split("=", 1)[1], argv[:i] + argv[i + 1:]
+    return None, argv
+
+
+def _resume_changes(rest: list[str]) -> dict[str, object]:
+    """The few flags --resume accepts; any other would change the math of a half-done run."""
+    from misalatch.training.runs import RESUME_FLAGS
+
+    allowed = {"--" + f.replace("_", "-") for f in RESUME_FLAGS}
+    given = [a.split("=", 1)[0] for a in rest if a.startswith("--")]
+    bad = sorted({f for f in given if f not in allowed | {"--no-keep-resume-state"}})
+    if bad:
+        raise ConfigError(f"--resume continues with the run's own config; {', '.join(bad)} cannot be changed "
+                          f"(allowed with --resume: {', '.join(sorted(allowed))})")
+    with deferred_validation():
+        parsed = tyro.cli(TrainConfig, args=rest, prog="misalatch train --resume RUN_DIR")
+    return {f: getattr(parsed, f) for f in RESUME_FLAGS
+            if any(g.endswith(f.replace("_", "-")) for g in given)}
 
 
 def main(argv: list[str]) -> int:
-    from misalatch.training.runs import train
+    from misalatch.training.runs import resume_training, train
 
-    cfg = parse_train_args(argv)
-    result = train(cfg)
+    resume, rest = _pop_resume(argv)
+    if resume is not None:
+        result = resume_training(resume, **_resume_changes(rest))
+    else:
+        result = train(parse_train_args(rest))
     label = " [SYNTHETIC data]" if result.synthetic else ""
     if len(result.runs) == 1:
         run = result.runs[0]

@@ -13,8 +13,9 @@ A prepared folder holds::
                            e.g. visual (ΣT, d_v) + visual_offsets; words as a unicode array + offsets.
                            <field>_present (N,) marks segments that have the field when not all do.
 
-Saving writes into a hidden sibling folder and renames it into place, so a crash never leaves a
-half-written dataset. Loading uses ``np.load(allow_pickle=False)``, JSON and safetensors only: it
+Saving claims the folder like every misalatch output (:mod:`misalatch.io.owned`: a ``run.json``
+marker, a lock, a hidden staging sibling swapped in once complete), so a crash never leaves a
+half-written dataset and ``--overwrite`` never replaces a folder misalatch did not write. Loading uses ``np.load(allow_pickle=False)``, JSON and safetensors only: it
 never unpickles anything, so a prepared folder from elsewhere is safe to open.
 """
 
@@ -23,16 +24,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
-import secrets
-import shutil
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from misalatch.data.canonical import SPLITS, CanonicalDataset, Segment
-from misalatch.errors import ConfigError, DataFormatError
+from misalatch.errors import DataFormatError
+from misalatch.io.owned import check_target, claim_output
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,13 @@ META_FILE = "meta.json"
 VOCAB_FILE = "vocab.json"
 EMBEDDING_FILE = "embedding.safetensors"
 ARRAY_FIELDS: tuple[str, ...] = ("text_ids", "text_vectors", "visual", "acoustic", "bert_ids", "wp2word")
+TASKS: tuple[str, ...] = ("regression", "classification")
+ALIGNMENTS: tuple[str, ...] = ("word", "token", "none")
+# dtype kinds each stored array may have (anything else is a forged or foreign archive)
+_KINDS: dict[str, str] = {"ids": "U", "words": "U", "truncated": "b", "labels": "iuf", "text_ids": "iu",
+                          "bert_ids": "iu", "wp2word": "iu", "text_vectors": "f", "visual": "f", "acoustic": "f"}
+MAX_EXPANSION = 1100  # deflate's bound: a member cannot decompress to more than ~1032x its stored bytes
+MAX_VOCAB = 10_000_000
 
 
 def _json_default(value: Any) -> Any:
@@ -103,6 +113,104 @@ def _split_arrays(split: str, segs: list[Segment], task: str) -> dict[str, np.nd
         if not present.all():
             out[f"{field}_present"] = present
     return out
+
+
+def _read_npz(npz: Path) -> dict[str, np.ndarray]:
+    """The arrays of one split archive, after checking every member's ``.npy`` header: a plain dtype
+    and a declared size the member really holds (a 1 kB archive declaring 15 GiB is refused before
+    anything is allocated). Broken or truncated archives give a DataFormatError naming the file."""
+    try:
+        size = npz.stat().st_size
+        with zipfile.ZipFile(npz) as archive:
+            for info in archive.infolist():
+                name = info.filename
+                if not name.endswith(".npy") or "/" in name:
+                    raise DataFormatError(f"{npz}: member {name!r} is not an array of a split archive")
+                if info.compress_size > size or info.file_size > max(info.compress_size, 1) * MAX_EXPANSION:
+                    raise DataFormatError(f"{npz}: member {name!r} declares {info.file_size} bytes, more than "
+                                          "the archive can hold")
+                with archive.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                              else np.lib.format.read_array_header_2_0)
+                    shape, _fortran, dtype = header(fh)  # rejects object dtypes and malformed headers
+                    offset = fh.tell()
+                if dtype.hasobject or dtype.kind not in "biufU" or dtype.fields is not None:
+                    raise DataFormatError(f"{npz}: array {name[:-4]!r} has dtype {dtype}; only plain numbers, "
+                                          "booleans and strings are stored in a prepared folder")
+                declared = math.prod(shape) * dtype.itemsize
+                if declared + offset != info.file_size:
+                    raise DataFormatError(
+                        f"{npz}: array {name[:-4]!r} declares shape {shape} of {dtype} ({declared} bytes) but "
+                        f"the member holds {info.file_size - offset}; refused before loading"
+                    )
+        with np.load(npz, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except DataFormatError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error,
+            NotImplementedError, KeyError) as err:  # object arrays, corrupt zip, truncation, odd compression
+        raise DataFormatError(f"{npz}: unreadable split archive ({type(err).__name__}: {err})") from None
+
+
+def _check_arrays(where: str, arrays: dict[str, np.ndarray], task: str, num_classes: int) -> None:
+    """Dtypes and labels of one split, before any segment is built: NaN labels, classes outside
+    ``0..num_classes-1`` and negative token ids are refused here rather than deep in training."""
+    for key, arr in arrays.items():
+        base = key.removesuffix("_offsets").removesuffix("_present")
+        kinds = "iu" if key.endswith("_offsets") else "b" if key.endswith("_present") else _KINDS.get(base)
+        if kinds is None:
+            raise DataFormatError(f"{where}: unknown array {key!r}")
+        if arr.dtype.kind not in kinds:
+            raise DataFormatError(f"{where}: array {key!r} has dtype {arr.dtype}, expected kind {kinds!r}")
+    labels = arrays.get("labels")
+    if labels is not None and labels.size:
+        if task == "classification":
+            if not np.all(np.isfinite(labels)) or not np.all(labels == np.floor(labels)):
+                raise DataFormatError(f"{where}: field 'labels' holds NaN or non-integer class labels")
+            if labels.min() < 0 or labels.max() >= num_classes:
+                raise DataFormatError(f"{where}: field 'labels' holds class {labels.max() if labels.max() >= num_classes else labels.min()}, "
+                                      f"outside 0..{num_classes - 1}")
+        elif not np.all(np.isfinite(labels)):
+            raise DataFormatError(f"{where}: field 'labels' holds {int((~np.isfinite(labels)).sum())} NaN or "
+                                  "infinite values (readers set them to 0 and count them; this folder was altered)")
+    wp = arrays.get("wp2word")
+    if wp is not None and wp.size and (wp.min() < -1 or wp.max() >= MAX_VOCAB):
+        raise DataFormatError(f"{where}: field 'wp2word' holds word index {wp.min() if wp.min() < -1 else wp.max()}, "
+                              "expected -1 (special tokens) or a word index")
+    if "wp2word" in arrays and "bert_ids" in arrays and not np.array_equal(
+            arrays.get("wp2word_offsets"), arrays.get("bert_ids_offsets")):
+        raise DataFormatError(f"{where}: fields 'wp2word' and 'bert_ids' differ in length for some segment")
+    for key in ("text_ids", "bert_ids"):
+        arr = arrays.get(key)
+        if arr is not None and arr.size and (arr.min() < 0 or arr.max() >= MAX_VOCAB):
+            raise DataFormatError(f"{where}: field {key!r} holds token id {arr.min() if arr.min() < 0 else arr.max()}, "
+                                  f"outside 0..{MAX_VOCAB - 1}")
+
+
+def _dataset_fields(meta_path: Path, fields: Any) -> dict[str, Any]:
+    """The dataset-level entries of ``meta.json``, each checked against the values that exist."""
+    if not isinstance(fields, dict):
+        raise DataFormatError(f"{meta_path}: field 'dataset' must be an object, found {type(fields).__name__}")
+    name, task = fields.get("name"), fields.get("task")
+    alignment, classes = fields.get("alignment", "word"), fields.get("num_classes", 1)
+    if not isinstance(name, str) or not name:
+        raise DataFormatError(f"{meta_path}: field 'dataset.name' must be a non-empty string, found {name!r}")
+    if task not in TASKS:
+        raise DataFormatError(f"{meta_path}: field 'dataset.task' must be one of {', '.join(TASKS)}, found {task!r}")
+    if alignment not in ALIGNMENTS:
+        raise DataFormatError(
+            f"{meta_path}: field 'dataset.alignment' must be one of {', '.join(ALIGNMENTS)}, found {alignment!r}")
+    if isinstance(classes, bool) or not isinstance(classes, int) or not (
+            classes == 1 if task == "regression" else 2 <= classes <= 1000):
+        raise DataFormatError(f"{meta_path}: field 'dataset.num_classes' must be 1 for regression and 2..1000 "
+                              f"for classification, found {classes!r} ({task})")
+    if not isinstance(fields.get("synthetic", False), bool):
+        raise DataFormatError(f"{meta_path}: field 'dataset.synthetic' must be true or false")
+    encoder = fields.get("text_encoder")
+    if encoder is not None and not isinstance(encoder, str):
+        raise DataFormatError(f"{meta_path}: field 'dataset.text_encoder' must be a string or null, found {encoder!r}")
+    return fields
 
 
 def _split_segments(source: Path, split: str, arrays: dict[str, np.ndarray], task: str) -> list[Segment]:
@@ -186,20 +294,9 @@ def is_prepared(path: str | os.PathLike[str]) -> bool:
 
 def check_out_dir(out_dir: str | os.PathLike[str], *, overwrite: bool = False) -> None:
     """Raise ConfigError unless ``out_dir`` may receive a prepared dataset (called again by
-    :func:`save_prepared`; callers use it to fail before a long read)."""
-    out = Path(out_dir)
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise ConfigError(f"{out}: exists and is not a folder; choose another output path")
-    if any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"{out}: folder exists and is not empty; pass --overwrite to replace it")
-        if not is_prepared(out):
-            raise ConfigError(
-                f"{out}: folder is not empty and is not a prepared dataset (no misalatch meta.json); "
-                "refusing to replace it even with --overwrite; choose another output path"
-            )
+    :func:`save_prepared`; callers use it to fail before a long read). The rules are those of every
+    misalatch output folder (:func:`misalatch.io.owned.check_target`)."""
+    check_target(out_dir, "prepare", overwrite=overwrite)
 
 
 def save_prepared(dataset: CanonicalDataset, out_dir: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
@@ -255,44 +352,19 @@ def save_prepared(dataset: CanonicalDataset, out_dir: str | os.PathLike[str], *,
         "fingerprint": fingerprint,
     }
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    try:
+    with claim_output(out, "prepare", overwrite=overwrite) as output:  # staged; swapped in when complete
         for split in SPLITS:
-            np.savez(tmp / f"{split}.npz", allow_pickle=False, **split_arrays[split])
+            with output.open(f"{split}.npz", "wb") as handle:
+                np.savez(handle, allow_pickle=False, **split_arrays[split])
         if vocab is not None:
-            (tmp / VOCAB_FILE).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+            output.write_text(VOCAB_FILE, json.dumps(vocab, ensure_ascii=False))
         if embedding is not None:
-            from safetensors.numpy import save_file
+            from safetensors.numpy import save
 
-            save_file({"embedding": embedding}, tmp / EMBEDDING_FILE)
-        (tmp / META_FILE).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        _move_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            output.write_bytes(EMBEDDING_FILE, save({"embedding": embedding}))
+        output.write_text(META_FILE, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
     log.info("prepared dataset written to %s (%s)", out, fingerprint[:19])
     return out
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` to ``out``; an existing (empty or prepared) ``out`` is set aside first and removed
-    only after the new folder is in place."""
-    if not out.exists():
-        try:
-            os.rename(tmp, out)
-        except OSError as err:
-            raise ConfigError(f"{out}: cannot move the prepared dataset into place ({err})") from err
-        return
-    old = out.parent / f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-    os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except OSError:
-        os.rename(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _version() -> str:
@@ -330,33 +402,41 @@ def load_prepared(path: str | os.PathLike[str], *, verify: bool = True) -> Canon
             f"{meta_path}: unknown format_version {doc.get('format_version')!r}; this misalatch reads "
             f"version {FORMAT_VERSION}; prepare the dataset again with this version"
         )
-    try:
-        fields = doc["dataset"]
-        meta = doc["meta"]
-        task = fields["task"]
-    except (KeyError, TypeError) as err:
-        raise DataFormatError(f"{meta_path}: missing entry {err}") from err
+    for key in ("dataset", "meta"):
+        if key not in doc:
+            raise DataFormatError(f"{meta_path}: field {key!r} is missing")
+    fields = _dataset_fields(meta_path, doc["dataset"])
+    meta = doc["meta"]
+    if not isinstance(meta, dict):
+        raise DataFormatError(f"{meta_path}: field 'meta' must be an object, found {type(meta).__name__}")
+    task = fields["task"]
 
     split_arrays: dict[str, dict[str, np.ndarray]] = {}
-    splits: dict[str, list[Segment]] = {}
-    for split in SPLITS:
+    for split in SPLITS:  # every archive is checked before any segment is built
         npz = folder / f"{split}.npz"
         if not npz.is_file():
             raise DataFormatError(f"{folder}: {npz.name} is missing")
-        try:
-            with np.load(npz, allow_pickle=False) as z:
-                split_arrays[split] = {k: z[k] for k in z.files}
-        except (ValueError, OSError, EOFError) as err:  # object arrays, corrupt zip, truncation
-            raise DataFormatError(f"{npz}: unreadable split archive ({err})") from err
-        splits[split] = _split_segments(npz, split, split_arrays[split], task)
+        split_arrays[split] = _read_npz(npz)
+        _check_arrays(f"{npz}", split_arrays[split], task, int(fields.get("num_classes", 1)))
     vocab = None
     if (folder / VOCAB_FILE).is_file():
-        try:
-            vocab = json.loads((folder / VOCAB_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise DataFormatError(f"{folder / VOCAB_FILE}: unreadable JSON ({err})") from err
-        if not isinstance(vocab, list) or not all(isinstance(w, str) for w in vocab):
-            raise DataFormatError(f"{folder / VOCAB_FILE}: expected a JSON list of strings")
+        from misalatch.data.text import read_vocab_file
+
+        vocab = read_vocab_file(folder / VOCAB_FILE)
+    for split in SPLITS:
+        if vocab is not None and "text_ids" in split_arrays[split] and split_arrays[split]["text_ids"].size:
+            top = int(split_arrays[split]["text_ids"].max())
+            if top >= len(vocab):
+                raise DataFormatError(f"{folder / (split + '.npz')}: field 'text_ids' holds id {top}, outside the "
+                                      f"{len(vocab)} words of {VOCAB_FILE}")
+    splits = {split: _split_segments(folder / f"{split}.npz", split, split_arrays[split], task) for split in SPLITS}
+    seen: dict[str, str] = {}
+    for split, segs in splits.items():
+        for seg in segs:
+            if seg.id in seen:
+                raise DataFormatError(f"{folder}: field 'ids': duplicate id {seg.id!r} (splits {seen[seg.id]!r} "
+                                      f"and {split!r})")
+            seen[seg.id] = split
     embedding = None
     if (folder / EMBEDDING_FILE).is_file():
         from safetensors import SafetensorError
@@ -369,6 +449,12 @@ def load_prepared(path: str | os.PathLike[str], *, verify: bool = True) -> Canon
         if "embedding" not in tensors:
             raise DataFormatError(f"{folder / EMBEDDING_FILE}: tensor 'embedding' is missing")
         embedding = tensors["embedding"]
+        if embedding.ndim != 2 or embedding.dtype.kind != "f":
+            raise DataFormatError(f"{folder / EMBEDDING_FILE}: tensor 'embedding' must be a 2-D float matrix, "
+                                  f"found {embedding.dtype} {embedding.shape}")
+        if vocab is not None and embedding.shape[0] != len(vocab):
+            raise DataFormatError(f"{folder / EMBEDDING_FILE}: tensor 'embedding' has {embedding.shape[0]} rows but "
+                                  f"{VOCAB_FILE} has {len(vocab)} words")
     if verify:
         found = _fingerprint(_header(fields, meta), split_arrays, vocab, embedding)
         if found != doc.get("fingerprint"):
@@ -380,7 +466,7 @@ def load_prepared(path: str | os.PathLike[str], *, verify: bool = True) -> Canon
         name=fields["name"],
         task=task,
         splits=splits,
-        alignment=fields.get("alignment", "word"),
+        alignment=fields.get("alignment", "word"),  # checked by _dataset_fields
         num_classes=int(fields.get("num_classes", 1)),
         synthetic=bool(fields.get("synthetic", False)),
         vocab=vocab,
@@ -388,6 +474,7 @@ def load_prepared(path: str | os.PathLike[str], *, verify: bool = True) -> Canon
         text_encoder=fields.get("text_encoder"),
         meta=meta,
     )
+    ds.validate(str(folder))  # widths, word-aligned lengths, class labels: as every reader's output
     log.debug("loaded prepared dataset %s (%s)", folder, doc.get("fingerprint"))
     return ds
 

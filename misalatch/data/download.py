@@ -20,10 +20,12 @@ from __future__ import annotations
 import difflib
 import hashlib
 import http.client
+import json
 import logging
 import os
 import re
 import socket
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -37,7 +39,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "http://immortal.multicomp.cs.cmu.edu"
 CHUNK = 1 << 20
-TIMEOUT_S = 60.0
+TIMEOUT_S = 60.0  # socket timeout: no byte at all for this long stops the download
+STALL_S = 120.0  # and fewer than STALL_MIN_BYTES in any window this long (a server dribbling bytes)
+STALL_MIN_BYTES = 64 << 10
+MAX_BYTES = 50 << 30  # cap for files of unknown size (the largest SDK files are a few GB)
 
 
 @dataclass(frozen=True)
@@ -114,31 +119,89 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """``bytes START-END/TOTAL`` (TOTAL may be ``*``) as numbers; None when absent or malformed."""
+    match = re.fullmatch(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*", value or "")
+    if not match:
+        return None
+    total = None if match.group(3) == "*" else int(match.group(3))
+    return int(match.group(1)), int(match.group(2)), total
+
+
 def _total_from_content_range(value: str | None) -> int | None:
     match = re.match(r"bytes\s+(?:\d+-\d+|\*)/(\d+)", value or "")
     return int(match.group(1)) if match else None
 
 
-def _fetch(url: str, part: Path, name: str, *, progress: bool, timeout: float) -> None:
-    """Download ``url`` into ``part``, continuing what is there when the server honours ``Range``."""
+@dataclass(frozen=True)
+class _Expect:
+    """What a download must satisfy: the known sha256/size (or none), the size cap and the deadlines."""
+
+    name: str
+    sha256: str | None
+    size: int | None
+    max_bytes: int
+    timeout: float
+    stall_s: float
+
+
+def _validators(part: Path) -> dict[str, str | int] | None:
+    """ETag / Last-Modified / total recorded when ``part`` was started (resume only against those)."""
+    try:
+        doc = json.loads(part.with_name(part.name + ".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and isinstance(doc.get("total"), int) else None
+
+
+def _save_validators(part: Path, response: http.client.HTTPResponse, total: int) -> None:
+    doc = {"total": total, "etag": response.headers.get("ETag"), "last_modified": response.headers.get("Last-Modified")}
+    part.with_name(part.name + ".json").write_text(json.dumps(doc), encoding="utf-8")
+
+
+def _discard(part: Path) -> None:
+    for path in (part, part.with_name(part.name + ".json")):
+        path.unlink(missing_ok=True)
+
+
+def _fetch(url: str, part: Path, expect: _Expect, *, progress: bool, _retry: bool = True) -> None:
+    """Download ``url`` into ``part``, continuing what is there when that can be verified.
+
+    Resuming is safe when the sha256 is known (the whole file is checked afterwards). Without one,
+    a partial file is continued only with ``If-Range`` on the ETag / Last-Modified recorded when it
+    was started, and only if the server's ``206`` starts exactly where the file ends and reports the
+    same total; anything else starts again from byte 0.
+    """
     from tqdm.auto import tqdm
 
+    name = expect.name
     have = part.stat().st_size if part.exists() else 0
+    recorded = _validators(part) if have else None
+    if have and expect.sha256 is None and not (recorded and (recorded.get("etag") or recorded.get("last_modified"))):
+        log.warning("%s: %s cannot be verified (no known sha256, no validator recorded); starting again from 0",
+                    name, part)
+        _discard(part)
+        have = 0
+    if have and (have > expect.max_bytes or (expect.size is not None and have > expect.size)):
+        _discard(part)
+        have = 0
     request = urllib.request.Request(url, headers={"User-Agent": "misalatch-download"})
     if have:
         request.add_header("Range", f"bytes={have}-")
+        if recorded and (recorded.get("etag") or recorded.get("last_modified")):
+            request.add_header("If-Range", str(recorded.get("etag") or recorded.get("last_modified")))
     host = urlsplit(url).netloc
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        response = urllib.request.urlopen(request, timeout=expect.timeout)
     except urllib.error.HTTPError as err:
         if err.code == 416 and have:  # nothing left to send: the part may already be complete
             total = _total_from_content_range(err.headers.get("Content-Range"))
             err.close()
-            if total == have:
+            if total == have and (expect.sha256 is not None or (recorded and recorded.get("total") == have)):
                 return
             log.warning("%s: the server refused to resume at byte %d; starting again from 0", name, have)
-            part.unlink()
-            return _fetch(url, part, name, progress=progress, timeout=timeout)
+            _discard(part)
+            return _fetch(url, part, expect, progress=progress, _retry=_retry)
         raise DownloadError(
             f"{name}: {url} answered HTTP {err.code} {err.reason}"
             + ("; the server may be down, try again later" if err.code >= 500 else "")
@@ -153,32 +216,80 @@ def _fetch(url: str, part: Path, name: str, *, progress: bool, timeout: float) -
         ) from err
     with response:
         status = response.status
+        length = response.headers.get("Content-Length")
+        length = int(length) if length and length.strip().isdigit() else None
         if have and status == 206:
+            span = _content_range(response.headers.get("Content-Range"))
+            total = span[2] if span else None
+            mismatch = (span is None or span[0] != have or total is None
+                        or (recorded is not None and recorded.get("total") != total)
+                        or (expect.size is not None and total != expect.size))
+            if mismatch:
+                response.close()
+                if not _retry:
+                    raise DownloadError(f"{name}: {host} answered a resume at byte {have} with "
+                                        f"Content-Range {response.headers.get('Content-Range')!r} twice; giving up")
+                log.warning("%s: the server resumed at the wrong place (Content-Range %r for byte %d); starting "
+                            "again from 0", name, response.headers.get("Content-Range"), have)
+                _discard(part)
+                return _fetch(url, part, expect, progress=progress, _retry=False)
             start = have
-            total = _total_from_content_range(response.headers.get("Content-Range"))
             log.info("%s: resuming at byte %d", name, have)
-        else:
+        elif status in (200, 203):
             if have:
-                log.warning("%s: the server ignored the Range request (HTTP %d); restarting from byte 0", name, status)
-            start = 0
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
+                log.warning("%s: the server sent the whole file (HTTP %d); restarting from byte 0", name, status)
+            start, total = 0, length
+        else:
+            raise DownloadError(f"{name}: {url} answered HTTP {status} to a download request")
+        if total is None and expect.sha256 is None:
+            raise DownloadError(
+                f"{name}: {host} did not announce the file's size (no Content-Length) and no sha256 is known, so a "
+                "complete download could not be told from a truncated one; nothing was saved"
+            )
+        limit = expect.size if expect.size is not None else expect.max_bytes
+        if total is not None and (total > expect.max_bytes or (expect.size is not None and total != expect.size)):
+            raise DownloadError(
+                f"{name}: {host} announced {total} bytes but "
+                + (f"the file has {expect.size} bytes" if expect.size is not None else
+                   f"the limit is {expect.max_bytes} bytes") + "; nothing was saved"
+            )
+        if start == 0:
+            _discard(part)
+            if total is not None:
+                with part.open("wb"):
+                    pass
+                _save_validators(part, response, total)
         written = start
         bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, desc=name, disable=not progress)
+        window_start, window_bytes = time.monotonic(), 0
         try:
             with part.open("r+b" if start else "wb") as fh:
                 fh.seek(start)
                 fh.truncate()
                 while True:
-                    block = response.read(CHUNK)
+                    block = response.read1(CHUNK)  # what arrived, not a full megabyte: progress is timely
                     if not block:
                         break
-                    fh.write(block)
                     written += len(block)
+                    if written > limit:
+                        fh.close()
+                        _discard(part)
+                        raise DownloadError(
+                            f"{name}: {host} sent more than the "
+                            + (f"expected {expect.size}" if expect.size is not None else f"limit of {limit}")
+                            + " bytes; stopped and deleted the partial file"
+                        )
+                    fh.write(block)
                     bar.update(len(block))
+                    window_bytes += len(block)
+                    now = time.monotonic()
+                    if now - window_start >= expect.stall_s:
+                        if window_bytes < STALL_MIN_BYTES:
+                            raise socket.timeout(f"less than {STALL_MIN_BYTES} bytes in {expect.stall_s:.0f} s")
+                        window_start, window_bytes = now, 0
         except (http.client.HTTPException, socket.timeout, ConnectionError, OSError) as err:
             raise DownloadError(
-                f"{name}: the connection to {host} broke after {written} bytes"
+                f"{name}: the connection to {host} broke or stalled after {written} bytes"
                 + (f" of {total}" if total else "") + f" ({err.__class__.__name__}: {err}); partial file kept at "
                 f"{part} — run the same command again to resume"
             ) from err
@@ -199,13 +310,18 @@ def download(
     registry: Mapping[str, RemoteFile] | None = None,
     progress: bool = False,
     timeout: float = TIMEOUT_S,
+    stall_s: float = STALL_S,
+    max_bytes: int = MAX_BYTES,
 ) -> Path:
     """Download the known file ``name`` into the folder ``dest`` and return its path.
 
     ``base_url`` replaces the CMU host (a mirror, or a local server in tests); ``registry``
     replaces the table of known files. An existing verified file is returned as it is; an existing
-    file whose checksum differs is an error (never overwritten). See the module docstring for the
-    resume and verification rules.
+    file whose checksum differs is an error (never overwritten). The file gets its final name only
+    when it is complete and verified: its sha256 and size when the registry knows them, otherwise
+    the size the server announced (a server that announces none is refused). ``timeout`` (no byte
+    at all), ``stall_s`` (less than 64 KiB in that many seconds) and ``max_bytes`` (files of unknown
+    size) bound a slow or endless server.
     """
     known, entry = resolve(name, registry)
     folder = Path(dest)
@@ -228,14 +344,20 @@ def download(
         return final
     url = f"{(base_url or DEFAULT_BASE_URL).rstrip('/')}/{entry.path}"
     log.info("%s: downloading %s", known, url)
-    _fetch(url, part, known, progress=progress, timeout=timeout)
+    expect = _Expect(known, entry.sha256, entry.size, max_bytes, timeout, stall_s)
+    _fetch(url, part, expect, progress=progress)
+    size = part.stat().st_size
     found = sha256_of(part)
     if entry.sha256 is None:
-        log.warning("%s: could not verify the download (no known sha256); computed sha256 %s — record it to "
-                    "check later copies", known, found)
-    elif found != entry.sha256:
-        size = part.stat().st_size
-        part.unlink()
+        recorded = _validators(part)
+        if recorded is None or recorded["total"] != size:
+            _discard(part)
+            raise DownloadError(f"{known}: the download's size {size} does not match the size the server announced "
+                                f"({recorded and recorded['total']}); the file was deleted — run again")
+        log.warning("%s: could not verify the download (no known sha256); it is complete (%d bytes, as announced) "
+                    "and its computed sha256 is %s — record it to check later copies", known, size, found)
+    elif found != entry.sha256 or (entry.size is not None and size != entry.size):
+        _discard(part)
         raise DownloadError(
             f"{known}: checksum mismatch for {url}: sha256 {found} ({size} bytes), expected {entry.sha256}"
             + (f" ({entry.size} bytes)" if entry.size else "")
@@ -243,5 +365,8 @@ def download(
         )
     else:
         log.info("%s: sha256 verified", known)
+    part.with_name(part.name + ".json").unlink(missing_ok=True)
+    if final.exists():  # appeared meanwhile (another download): never overwritten
+        raise DownloadError(f"{known}: {final} appeared while downloading; the verified copy is kept at {part}")
     os.replace(part, final)
     return final

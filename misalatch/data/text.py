@@ -10,6 +10,7 @@ Both return a new :class:`CanonicalDataset`; the input segments are never modifi
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from pathlib import Path
@@ -262,8 +263,36 @@ def build_vocab(dataset: CanonicalDataset, vectors: WordVectors | None = None, *
                            text_encoder=text_encoder)
 
 
+MAX_VOCAB = 10_000_000  # far above any real vocabulary (GloVe 840B: 2.2 M words)
+
+
+def check_vocab(vocab: Any, where: str) -> list[str]:
+    """A vocabulary as stored in ``vocab.json``: a list of at least two distinct strings (id = index)."""
+    if not isinstance(vocab, list) or not all(isinstance(w, str) for w in vocab):
+        raise DataFormatError(f"{where}: expected a JSON list of strings (the vocabulary), found "
+                              f"{type(vocab).__name__}")
+    if not 2 <= len(vocab) <= MAX_VOCAB:
+        raise DataFormatError(f"{where}: the vocabulary has {len(vocab)} words, expected 2..{MAX_VOCAB}")
+    if len(set(vocab)) != len(vocab):
+        seen: set[str] = set()
+        dup = next(w for w in vocab if w in seen or seen.add(w))  # type: ignore[func-returns-value]
+        raise DataFormatError(f"{where}: the vocabulary lists {dup!r} twice")
+    return vocab
+
+
+def read_vocab_file(path: str | Path) -> list[str]:
+    """Read and check a ``vocab.json`` (prepared folder or run folder); DataFormatError naming the file."""
+    path = Path(path)
+    try:
+        vocab = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # ValueError: invalid JSON or not UTF-8
+        raise DataFormatError(f"{path}: unreadable vocabulary JSON ({type(err).__name__}: {err})") from None
+    return check_vocab(vocab, str(path))
+
+
 def apply_vocab(dataset: CanonicalDataset, vocab: list[str]) -> CanonicalDataset:
     """Map words to the ids of an existing vocabulary (a saved run's); unknown words get ``<unk>`` 0."""
+    check_vocab(vocab, "vocabulary")
     _require_words(dataset, "mapping words to a vocabulary")
     index = {word: i for i, word in enumerate(vocab)}
     splits = {

@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from misalatch.evaluation.metrics import MetricInputError
+from misalatch.io.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,8 @@ class AggregateRow:
 def write_aggregate(rows: Sequence[AggregateRow], out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Write ``aggregate.json`` and ``aggregate.csv`` into ``out_dir`` (created if needed).
 
-    Each file is written to a temporary name in ``out_dir`` and moved into place with
-    ``os.replace``, so a reader never sees a half-written file. The CSV has one row per group:
+    Both go through the atomic writer (:mod:`misalatch.io.atomic`): a reader never sees a
+    half-written file. The CSV has one row per group:
     the group keys, ``<metric>_mean`` and ``<metric>_std`` for every metric, ``n`` and ``seeds``
     (space-separated); NaN is written as ``nan``, and a metric absent from a row leaves its cells
     empty. The JSON additionally stores the per-seed ``values``; as strict JSON has no NaN, NaN is
@@ -143,8 +143,8 @@ def write_aggregate(rows: Sequence[AggregateRow], out_dir: str | os.PathLike[str
             for row in rows
         ],
     }
-    json_path = _atomic_write_text(out / "aggregate.json", json.dumps(document, indent=2, allow_nan=False) + "\n")
-    csv_path = _atomic_write_text(out / "aggregate.csv", buf.getvalue())
+    json_path = atomic_write_text(out / "aggregate.json", json.dumps(document, indent=2, allow_nan=False) + "\n")
+    csv_path = atomic_write_text(out / "aggregate.csv", buf.getvalue())
     log.info("wrote %s and %s (%d rows)", json_path, csv_path, len(rows))
     return json_path, csv_path
 
@@ -167,18 +167,3 @@ def _nan_to_none(value: Any) -> Any:
     if isinstance(value, np.integer):
         return int(value)
     return value
-
-
-def _atomic_write_text(path: Path, text: str) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

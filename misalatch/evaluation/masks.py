@@ -27,17 +27,17 @@ mask value of that class's samples (pooled over steps and features).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, BinaryIO, Iterable, Protocol, Sequence
 
 import numpy as np
 import torch
 
 from misalatch.errors import ConfigError, MisalatchError
+from misalatch.io.atomic import atomic_open, atomic_savefig, atomic_write_json
 from misalatch.models.outputs import FeedbackMasks, ModelInputs
 
 log = logging.getLogger(__name__)
@@ -233,7 +233,15 @@ def _new_figure(width: float, height: float):
     return fig
 
 
-def plot_heatmap(collected: CollectedMasks, index: int, path: Path) -> None:
+def _save(fig: Any, target: Path | BinaryIO) -> None:
+    """A PNG into a file (atomically) or into an open binary stream (the HTML report embeds it)."""
+    if hasattr(target, "write"):
+        fig.savefig(target, format="png", dpi=100)
+    else:
+        atomic_savefig(fig, target, dpi=100)
+
+
+def plot_heatmap(collected: CollectedMasks, index: int, path: Path | BinaryIO) -> None:
     """Feature × time heatmaps of one sample's masks (colour scale 0–1), one panel per modality."""
     fig = _new_figure(9.0, 8.0)
     axes = fig.subplots(len(MODALITIES), 1)
@@ -249,10 +257,10 @@ def plot_heatmap(collected: CollectedMasks, index: int, path: Path) -> None:
     # parse_math=False: ids such as "vid$_$clip" must not be read as mathtext
     fig.suptitle(f"{collected.feedback} masks, segment {collected.ids[index]} (label {label:g})", fontsize=10,
                  parse_math=False)
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
 
 
-def plot_mean_mask(collected: CollectedMasks, path: Path) -> None:
+def plot_mean_mask(collected: CollectedMasks, path: Path | BinaryIO) -> None:
     """Mean mask per feature (over every valid step of every sample), one panel per modality."""
     fig = _new_figure(9.0, 7.0)
     axes = fig.subplots(len(MODALITIES), 1)
@@ -268,7 +276,7 @@ def plot_mean_mask(collected: CollectedMasks, path: Path) -> None:
         ax.set_title(f"{m}: mean mask per feature", fontsize=9)
         ax.set_xlabel("feature", fontsize=8)
     fig.suptitle(f"{collected.feedback} masks, {len(collected)} samples", fontsize=10)
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
 
 
 def export_masks(collected: CollectedMasks, out_dir: str | Path, *, samples: int | Sequence[str] = 4,
@@ -302,7 +310,8 @@ def export_masks(collected: CollectedMasks, out_dir: str | Path, *, samples: int
         arrays[f"{m}_offsets"] = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
         arrays[f"{m}_mean_per_feature"] = values.mean(axis=0) if values.size else np.zeros(values.shape[1], np.float32)
     written["npz"] = out / "masks.npz"
-    np.savez_compressed(written["npz"], allow_pickle=False, **arrays)
+    with atomic_open(written["npz"], "wb") as handle:
+        np.savez_compressed(handle, allow_pickle=False, **arrays)
 
     for k in chosen:
         path = out / "heatmaps" / f"sample-{k:05d}-{_safe(collected.ids[k])}.png"
@@ -313,8 +322,6 @@ def export_masks(collected: CollectedMasks, out_dir: str | Path, *, samples: int
 
     summary = {**(meta or {}), **summarize(collected), "heatmap_ids": [collected.ids[k] for k in chosen]}
     written["summary"] = out / "summary.json"
-    tmp = written["summary"].with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, allow_nan=True))
-    tmp.replace(written["summary"])
+    atomic_write_json(written["summary"], summary, allow_nan=True)
     log.info("masks of %d samples written to %s", len(collected), out)
     return written

@@ -16,7 +16,7 @@ from misalatch.evaluation.metrics import CLASSIFICATION_KEYS, REGRESSION_KEYS, T
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DISPLAY_NAMES", "format_metrics_table", "format_aggregate_table"]
+__all__ = ["DISPLAY_NAMES", "format_metrics_table", "format_aggregate_table", "format_value", "metric_label"]
 
 #: Human-readable names; keys not listed are shown as they are.
 DISPLAY_NAMES: dict[str, str] = {
@@ -89,3 +89,20 @@ def format_aggregate_table(agg: Mapping[str, Mapping[str, Any]]) -> str:
         for k in keys
     ]
     return _table(("metric", "mean ± std"), rows)
+
+
+def metric_label(key: str) -> str:
+    """Display name of a metric key, with "(%)" for accuracies and F1 (``acc7`` → ``Acc-7 (%)``)."""
+    return _label(key)
+
+
+def format_value(key: str, value: float) -> str:
+    """One value as tables show it: percentages with two decimals, MAE / Corr with three, NaN as "NaN"."""
+    return _fmt(key, value)
+
+
+def format_mean_std(key: str, mean: float, std: float, n: int) -> str:
+    """``mean ± std`` (std omitted for a single run, where it is undefined)."""
+    if n <= 1 or math.isnan(float(std)):
+        return _fmt(key, mean)
+    return f"{_fmt(key, mean)} ± {_fmt(key, std)}"

@@ -1,0 +1,1 @@
+"""Experiments built on trained runs: sweeps, searches, comparisons, reports, robustness curves."""

@@ -57,6 +57,7 @@ from misalatch.experiments.studies import (
     redact,
     worker_id,
 )
+from misalatch.experiments.sweep import train_run_folder
 from misalatch.io.atomic import atomic_write_text
 from misalatch.io.owned import check_target, claim_output, is_owned
 from misalatch.training.config import TrainConfig
@@ -281,7 +282,6 @@ def _objective(search: Search):
     sign = -1.0 if spec.direction == "maximize" else 1.0
 
     def objective(trial: optuna.Trial) -> float:
-        from misalatch.training.runs import train_seed
         from misalatch.training.setup import setup_run
 
         params = suggest(trial, spec.space)
@@ -302,7 +302,7 @@ def _objective(search: Search):
                 cfg = spec.config_for(params, run_dir)
                 if run_dir.exists():  # a dead attempt of this trial number cannot exist: numbers are unique
                     raise ConfigError(f"{run_dir}: exists already; refusing to overwrite it")
-                result = train_seed(setup_run(cfg), cfg.seed, run_dir, on_epoch=report)
+                result = train_run_folder(setup_run(cfg), cfg, cfg.seed, run_dir, on_epoch=report)
         except optuna.TrialPruned:
             raise
         except Exception as err:

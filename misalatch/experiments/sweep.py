@@ -33,7 +33,7 @@ import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -421,6 +421,18 @@ def _set_aside(run_dir: Path) -> None:
     log.info("%s: the folder of an earlier attempt is kept as %s", run_dir, aside.name)
 
 
+def train_run_folder(setup: Any, cfg: TrainConfig, seed: int, run_dir: Path, *,
+               on_epoch: Optional[Callable[[dict[str, Any]], None]] = None) -> Any:
+    """One seed in its own owned ``train`` run folder (marker, lock, staged until the first epoch),
+    exactly as ``misalatch train`` would leave it, so that every tool that reads run folders (and
+    ``misalatch train --resume``) reads it too."""
+    from misalatch.training.runs import train_seed
+
+    with claim_output(run_dir, "train", flag="run folder") as output:
+        output.annotate(config=cfg.replace(seed=seed, seeds=None, out=str(run_dir), overwrite=False).to_dict())
+        return train_seed(setup, seed, output, on_epoch=on_epoch)
+
+
 def _objective(sweep: Sweep, cache: _SetupCache):
     spec = sweep.spec
 
@@ -448,7 +460,7 @@ def _objective(sweep: Sweep, cache: _SetupCache):
                 cfg = spec.config_for(params, seed, run_dir)
                 setup = cache.get(cfg)
                 _set_aside(run_dir)
-                result = train_seed(setup, seed, run_dir)
+                result = train_run_folder(setup, cfg, seed, run_dir)
         except Exception as err:  # recorded with the trial, retried by the callback below
             message = f"{type(err).__name__}: {err}"
             trial.set_user_attr("error", message)

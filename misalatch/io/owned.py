@@ -62,7 +62,8 @@ log = logging.getLogger(__name__)
 MARKER = "run.json"
 MARKER_FORMAT = "misalatch-run"
 MARKER_VERSION = 1
-KINDS = ("train", "prepare", "masks", "sweep", "evaluate", "robustness", "search", "report")
+KINDS = ("train", "prepare", "masks", "sweep", "evaluate", "robustness", "search", "report", "compare",
+         "benchmark")
 
 
 class OutputLockedError(MisalatchError):
@@ -355,7 +356,9 @@ class Output:
     def record_tree(self, relpath: str) -> None:
         """Record every file under ``relpath`` (after a library such as a tokenizer wrote a folder)."""
         base = self.path / relpath
-        names = [str(PurePosixPath(relpath) / p.relative_to(base).as_posix()) for p in base.rglob("*") if p.is_file()]
+        names = [str(PurePosixPath(relpath) / p.relative_to(base).as_posix()) for p in base.rglob("*")
+                 if p.is_file() and parse_temporary_name(p) is None]
+        names = [n for n in names if n != MARKER]
         new = set(names) - set(self._marker["files"])
         if new:
             self._marker["files"] = sorted({*self._marker["files"], *new})
@@ -374,6 +377,40 @@ class Output:
     def open(self, relpath: str, mode: str = "wb") -> Iterator[Any]:
         with atomic_open(self.file(relpath), mode) as handle:
             yield handle
+
+    @contextlib.contextmanager
+    def directory(self, relpath: str) -> Iterator[Path]:
+        """Yield a temporary folder that replaces ``relpath`` as a whole when the block succeeds
+        (for libraries that write a folder themselves, e.g. ``tokenizer.save_pretrained``)."""
+        final = self.file(relpath)
+        staging = temporary_name(final, "mlstage")
+        staging.mkdir()
+        try:
+            yield staging
+            old = None
+            if final.exists():
+                old = temporary_name(final, "mlold")
+                os.rename(final, old)
+            os.rename(staging, final)
+            fsync_dir(final.parent)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        self.record_tree(relpath)
+
+    def annotate(self, **values: Any) -> None:
+        """Store facts about the output in its marker (e.g. the run's config, for ``--resume``)."""
+        reserved = {"format", "version", "kind", "files", "complete"} & set(values)
+        if reserved:
+            raise ValueError(f"marker keys {sorted(reserved)} are managed by Output")
+        self._marker.update(values)
+        self._write_marker()
+
+    @property
+    def marker(self) -> dict[str, Any]:
+        return dict(self._marker)
 
     def _write_marker(self) -> None:
         atomic_write_json(self.path / MARKER, self._marker)
@@ -475,6 +512,42 @@ def open_output(target: str | os.PathLike[str], kind: str, *, flag: str = "RUN_D
         lock.release()
 
 
+def check_file_target(target: str | os.PathLike[str], *, overwrite: bool = False, flag: str = "--out",
+                      looks_ours: Any = None) -> Path:
+    """Raise a clear error unless ``target`` may receive a single output file; return it.
+
+    A new path is fine. An existing file is replaced only with ``overwrite`` and only when misalatch
+    can tell it wrote it: it is recorded in the marker of its folder, or ``looks_ours(path)`` says
+    so (e.g. the file starts with misalatch's CSV header). Folders and symbolic links never.
+    """
+    path = Path(target)
+    if path.is_symlink():
+        raise ConfigError(f"{flag} {target}: is a symbolic link; misalatch does not write through links")
+    if path.is_dir():
+        raise ConfigError(f"{flag} {target}: is a folder; give a file name (e.g. {Path(target) / 'out.csv'})")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ConfigError(f"{flag} {target}: {parent} is a file, not a folder")
+    if not path.exists():
+        return path
+    doc = read_marker(path.parent)
+    recorded = doc is not None and path.name in doc["files"]
+    if recorded:
+        return path
+    if not overwrite:
+        raise ConfigError(f"{flag} {target}: exists; pass --overwrite to replace it (only a file misalatch wrote)")
+    ours = False
+    if looks_ours is not None:
+        try:
+            ours = bool(looks_ours(path))
+        except (OSError, ValueError):
+            ours = False
+    if not ours:
+        raise ConfigError(f"{flag} {target}: refusing to overwrite: it is not a file misalatch wrote (nothing was "
+                          "changed); choose another path")
+    return path
+
+
 def remove_owned(target: str | os.PathLike[str], kind: str | None = None) -> None:
     """Delete an owned folder whose every entry misalatch wrote (raises otherwise)."""
     path = Path(target)
@@ -484,6 +557,6 @@ def remove_owned(target: str | os.PathLike[str], kind: str | None = None) -> Non
 
 
 __all__ = [
-    "MARKER", "Output", "OutputLockedError", "check_target", "claim_output", "foreign_entries", "is_owned",
+    "MARKER", "Output", "OutputLockedError", "check_file_target", "check_target", "claim_output", "foreign_entries", "is_owned",
     "open_output", "read_marker", "record_written", "remove_owned",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import numbers
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -34,6 +35,13 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 _BERT_FREEZE = re.compile(r"^(none|all|layers:\d+)$")
+
+# Upper bounds on sizes, so a forged sidecar (hidden_size 10**8) is refused before any allocation.
+# Each is far above every real model: BERT-large 1024, GloVe 840B 2.2 M words, OpenFace 713 features.
+SIZE_LIMITS: dict[str, int] = {
+    "text_input_size": 8192, "visual_size": 65_536, "acoustic_size": 65_536, "hidden_size": 8192,
+    "num_classes": 1000, "cmd_moments": 100, "vocab_size": 10_000_000,
+}
 
 
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -85,9 +93,13 @@ class MisaConfig:
         _check_choice("mask_combine", self.mask_combine, ("mean", "product", "max"))
         if not _BERT_FREEZE.match(str(self.bert_freeze)):
             raise ConfigError(f"bert_freeze={self.bert_freeze!r}: expected none, all or layers:<k>")
-        for name in ("text_input_size", "visual_size", "acoustic_size", "hidden_size", "num_classes", "cmd_moments"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name, top in SIZE_LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ConfigError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+            low = 0 if name == "vocab_size" else 1
+            if not low <= value <= top:
+                raise ConfigError(f"{name} must be in {low}..{top}, got {value!r}")
         if self.text_encoder == "glove" and self.vocab_size < 2:
             raise ConfigError("text_encoder=glove needs vocab_size >= 2 (<unk> and <pad>)")
         for name in ("dropout", "mask_dropout", "generator_dropout"):

@@ -7,12 +7,15 @@ default (MISA.md §8, §11) when the run starts.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import difflib
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Iterator, Literal, Optional
 
 import yaml
 
@@ -23,6 +26,20 @@ BATCH_SIZES = {"mosi": 64, "mosei": 16, "ur_funny": 32}
 # Feedback masks start near-constant and only later learn which steps to gate; early stopping must
 # not judge them before that (docs/experiments.md, "Early stopping for feedback variants").
 FEEDBACK_WARMUP_EPOCHS = 10
+
+# tyro turns an exception raised while it builds the dataclass into a usage box and exit status 2;
+# command lines are therefore parsed without validation and validated afterwards, so that a bad
+# value is a ConfigError on one line with exit status 1 like every other bad input.
+_DEFERRED: contextvars.ContextVar[bool] = contextvars.ContextVar("misalatch_deferred_validation", default=False)
+
+
+@contextlib.contextmanager
+def deferred_validation() -> Iterator[None]:
+    token = _DEFERRED.set(True)
+    try:
+        yield
+    finally:
+        _DEFERRED.reset(token)
 
 
 @dataclass(frozen=True)
@@ -114,9 +131,13 @@ class TrainConfig:
     out: Optional[str] = None
     """Output folder (default runs/<data>-<feedback>)."""
     overwrite: bool = False
-    """Replace an existing run folder (otherwise refuse, so nothing is lost)."""
+    """Replace an existing run folder misalatch wrote (never any other folder; see docs/reliability.md)."""
+    keep_resume_state: bool = False
+    """Keep the resumable state (optimiser moments, RNG states) after the run finished."""
 
     def __post_init__(self) -> None:
+        if _DEFERRED.get():
+            return  # parsing the command line: validated once parsing is done (see deferred_validation)
         if not self.modalities or set(self.modalities) - set("tav") or len(set(self.modalities)) != len(self.modalities):
             raise ConfigError(f"modalities={self.modalities!r}: use letters from 'tav' (e.g. t, ta, tav)")
         if "t" not in self.modalities:
@@ -137,6 +158,10 @@ class TrainConfig:
             raise ConfigError(f"patience must be >= 0, got {self.patience}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name} must be a finite number, got {value}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if not 0 < self.lr_decay <= 1:
@@ -182,6 +207,8 @@ class TrainConfig:
             return cls(**clean)
         except TypeError as err:
             raise ConfigError(f"{source}: {err}") from err
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from err
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
@@ -201,23 +228,66 @@ class TrainConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+def _field_types() -> dict[str, Any]:
+    import typing
+
+    return typing.get_type_hints(TrainConfig)
+
+
 def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
-    """Check a YAML value against the field's default type; tuples come as lists."""
-    if value is None or default is None:
-        if name in ("synthetic_size", "seeds") and isinstance(value, list):
-            return tuple(int(v) for v in value)
-        return value
-    expected = type(default)
-    if expected is tuple:
+    """Check a YAML value against the field's declared type; tuples come as lists.
+
+    Every mismatch is a ConfigError naming the key, what was expected and what was found.
+    """
+    import typing
+
+    hint = _field_types()[name]
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if value is None:
+        raise ConfigError(f"{source}: {name} must not be null")
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{source}: {name} must be {expected}, got {value!r:.80} ({type(value).__name__})")
+
+    if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{source}: {name} must be a list, got {value!r}")
-        return tuple(int(v) for v in value)
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            raise bad("a list of integers")
+        items = list(value)
+        if len(args) == 2 and args[1] is Ellipsis:
+            expected_len = None
+        else:
+            expected_len = len(args)
+        what = "a list of integers" if expected_len is None else f"a list of {expected_len} integers"
+        if expected_len is not None and len(items) != expected_len:
+            raise bad(what)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+            raise bad(what)
+        return tuple(items)
+    if origin is Literal:
+        if value not in args:
+            raise bad("one of " + ", ".join(repr(a) for a in args))
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if hint is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise bad("an integer")
+        return value
+    if hint is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise bad("a number")
         return float(value)
-    if expected is bool and not isinstance(value, bool):
-        raise ConfigError(f"{source}: {name} must be true or false, got {value!r}")
-    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise ConfigError(f"{source}: {name} must be {expected.__name__}, got {value!r}")
+    if hint is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
     return value
 
 

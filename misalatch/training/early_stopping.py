@@ -32,6 +32,15 @@ class EarlyStopping:
         self.left = patience
         self.trials_left = trials
 
+    def state(self) -> dict[str, float | int]:
+        """The counters, for a resumable checkpoint (``epoch`` places a resumed run within the warm-up)."""
+        return {"best": self.best, "left": self.left, "trials_left": self.trials_left, "epoch": self.epoch}
+
+    def load_state(self, state: dict[str, float | int], epoch: int | None = None) -> None:
+        """``epoch`` (the resumed epoch) stands in for a state saved before the counter was recorded."""
+        self.best, self.left, self.trials_left = float(state["best"]), int(state["left"]), int(state["trials_left"])
+        self.epoch = int(state["epoch"]) if "epoch" in state else int(epoch or 0)
+
     def step(self, dev_loss: float) -> Decision:
         self.epoch += 1
         if dev_loss <= self.best:

@@ -18,12 +18,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from misalatch.data.batching import BatchSpec, iterate_batches, num_batches
+from misalatch.data.batching import Batch, BatchSpec, iterate_batches, num_batches
 from misalatch.data.canonical import Segment
 from misalatch.evaluation.metrics import compute_metrics
 from misalatch.models.losses import task_loss
 from misalatch.models.misa import MISA
+from misalatch.models.outputs import ModelInputs
+from misalatch.training.checkpoint import ResumeState
 from misalatch.training.early_stopping import EarlyStopping
+from misalatch.training.seeding import restore_rng_state, rng_state
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +54,18 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     reduction: str = "batch_mean",
+    perturb: Callable[[Batch], ModelInputs] | None = None,
 ) -> SplitEvaluation:
-    """Eval-mode pass over a split in file order: task loss (as used for selection) and metrics."""
+    """Eval-mode pass over a split in file order: task loss (as used for selection) and metrics.
+
+    ``perturb(batch) -> inputs`` replaces each batch's (CPU) inputs right before the model; the
+    robustness curves use it. None evaluates the inputs exactly as collated.
+    """
     model.eval()
     losses, sizes, preds, labels, ids = [], [], [], [], []
     for batch in iterate_batches(segments, spec, batch_size):
-        out = model(batch.inputs.to(device))
+        inputs = batch.inputs if perturb is None else perturb(batch)
+        out = model(inputs.to(device))
         y = batch.labels.to(device)
         losses.append(float(task_loss(out.prediction, y, model.config.num_classes)))
         sizes.append(len(batch))
@@ -107,20 +116,42 @@ def fit(
     max_batches_per_epoch: int | None = None,
     on_improvement: Callable[[int, SplitEvaluation, torch.optim.Optimizer], None] | None = None,
     warmup_epochs: int = 0,
+    on_epoch_end: Callable[[ResumeState], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    resume: ResumeState | None = None,
 ) -> FitResult:
     """Train until early stopping or ``max_epochs``; the model ends holding the best weights.
 
-    ``on_epoch`` sees each epoch's history row (e.g. a search pruner); it may raise to stop.
+    ``on_epoch_end`` receives, after every epoch, everything needed to continue exactly from there
+    (the caller writes it to disk); ``resume`` is such a state: training continues with the next
+    epoch as if it had never stopped (same batches, same dropout masks, same counters, the same
+    place in the warm-up). ``on_epoch`` then sees the epoch's history row (e.g. a search pruner);
+    it may raise to stop.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
     stopper = EarlyStopping(patience, trials, warmup_epochs)
-    best_model, best_optim = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
+    keep_best_optim = trials > 1  # only a later restore reads the best epoch's optimiser state
     result = FitResult(best_epoch=0, best_dev_loss=math.inf)
     steps = num_batches(len(train), batch_size, max_batches_per_epoch)
+    first_epoch = 1
+    if resume is None:
+        best_model, best_optim = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
+    else:
+        assert resume.best_model is not None, "a resume state carries the best weights"
+        best_model = {k: v.to(device) for k, v in resume.best_model.items()}
+        model.load_state_dict(resume.model if resume.model is not None else best_model)
+        optimizer.load_state_dict(resume.optimizer)
+        best_optim = resume.best_optimizer if resume.best_optimizer is not None else copy.deepcopy(optimizer.state_dict())
+        stopper.load_state(resume.stopper, epoch=resume.epoch)
+        result.best_epoch, result.best_dev_loss = resume.best_epoch, resume.best_dev_loss
+        result.history = list(resume.history)
+        restore_rng_state(resume.rng, generator)
+        first_epoch = max_epochs + 1 if resume.stopped else resume.epoch + 1
+        log.info("resuming after epoch %d (best epoch %d)%s", resume.epoch, resume.best_epoch,
+                 ", training had already stopped" if resume.stopped else "")
 
-    for epoch in range(1, max_epochs + 1):
+    for epoch in range(first_epoch, max_epochs + 1):
         # ---- one epoch of training ----
         model.train()
         sums = {"task": 0.0, "diff": 0.0, "sim": 0.0, "recon": 0.0, "total": 0.0}
@@ -167,11 +198,20 @@ def fit(
                 on_improvement(epoch, dev, optimizer)
         if decision.restore:
             model.load_state_dict(best_model)
-            optimizer.load_state_dict(best_optim)
+            # a copy: Optimizer.load_state_dict keeps the tensors it is given, and Adam updates them in
+            # place, which would corrupt the stored best state before a later restore
+            optimizer.load_state_dict(copy.deepcopy(best_optim))
             for group in optimizer.param_groups:
                 group["lr"] = lr_now * lr_decay
             log.info("patience exhausted: best checkpoint (epoch %d) restored%s", result.best_epoch,
                      "" if decision.stop else f", lr -> {lr_now * lr_decay:.3g}")
+        if on_epoch_end is not None:
+            on_epoch_end(ResumeState(
+                epoch=epoch, model=None if decision.improved or decision.restore else model.state_dict(),
+                optimizer=optimizer.state_dict(), best_optimizer=best_optim if keep_best_optim else None,
+                best_epoch=result.best_epoch, best_dev_loss=result.best_dev_loss, stopper=stopper.state(),
+                history=result.history, rng=rng_state(generator), stopped=decision.stop, best_model=best_model,
+            ))
         if on_epoch is not None:
             on_epoch(row)
         if decision.stop:

@@ -5,7 +5,11 @@ loaded back for ``evaluate``, ``predict`` and ``masks``.
       config.yaml               plus aggregate.json / aggregate.csv (mean ± std, per-seed values)
       metrics.json
       history.csv, curves.png   one row per epoch, and its plot
-      best.safetensors, best.json, best.optim.safetensors
+      scatter-test.png          predicted vs true score (regression)
+      confusion-test.png        test confusion matrix (Acc-7 classes for regression, the classes for UR-FUNNY)
+      best.safetensors, best.json, best.manifest.json   the best checkpoint, committed as one set
+      resume.*                  while the run is in progress: what ``train --resume`` continues from
+      run.json                  the marker: this folder is misalatch's, and what it wrote (misalatch.io.owned)
       tokenizer/ | vocab.json   what the text was prepared with, so the run reloads offline
 
 :func:`load_run` rebuilds the model from the sidecar and the data with the run's own text preparation.
@@ -17,7 +21,6 @@ import csv
 import io
 import json
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,15 +32,17 @@ from misalatch.data.batching import BatchSpec
 from misalatch.data.canonical import CanonicalDataset
 from misalatch.data.loading import load_dataset
 from misalatch.data.text import apply_vocab
-from misalatch.errors import ConfigError, MisalatchError, ResourceNotFoundError
-from misalatch.evaluation.plots import plot_history
+from misalatch.errors import CheckpointError, ConfigError, MisalatchError, ResourceNotFoundError
+from misalatch.evaluation.plots import plot_history, prediction_pngs
 from misalatch.models.config import MisaConfig
 from misalatch.models.misa import MISA
 from misalatch.resources import load_tokenizer
-from misalatch.training.checkpoint import atomic_write_text, load_weights, read_sidecar
+from misalatch.io.atomic import atomic_write_text
+from misalatch.io.owned import Output
+from misalatch.training.checkpoint import load_weights, read_sidecar
 from misalatch.training.config import TrainConfig
 from misalatch.training.loop import SplitEvaluation, evaluate
-from misalatch.training.setup import SOURCE_ENCODER, RunSetup, resolve_device, tokenize_once
+from misalatch.training.setup import SOURCE_ENCODER, RunSetup, check_token_ids, resolve_device, tokenize_once
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +50,9 @@ log = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------------------------
 # writing a run folder
 # ----------------------------------------------------------------------------------------------
-def claim_out_dir(cfg: TrainConfig, dataset: CanonicalDataset) -> Path:
-    out = Path(cfg.out) if cfg.out else Path("runs") / f"{Path(cfg.data).stem}-{cfg.feedback}"
-    if out.exists() and any(out.iterdir()):
-        if not cfg.overwrite:
-            raise ConfigError(f"{out}: output folder exists and is not empty; choose another --out or pass --overwrite")
-        if not (out / "config.yaml").is_file() and not (out / "aggregate.json").is_file():
-            raise ConfigError(f"{out}: refusing to overwrite a folder that is not a misalatch run")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+def default_out(cfg: TrainConfig) -> Path:
+    """``--out``, or ``runs/<data>-<feedback>``."""
+    return Path(cfg.out) if cfg.out else Path("runs") / f"{Path(cfg.data).stem}-{cfg.feedback}"
 
 
 def _history_csv(history: list[dict[str, Any]]) -> str:
@@ -79,33 +77,51 @@ def data_facts(dataset: CanonicalDataset) -> dict[str, Any]:
     }
 
 
-def save_text_assets(setup: RunSetup, run_dir: Path) -> None:
+def save_text_assets(setup: RunSetup, output: Output, sub: str = "") -> None:
+    """The tokenizer folder (swapped in whole) or vocab.json, so the run reloads offline."""
     if setup.text.tokenizer is not None:
-        setup.text.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
+        with output.directory(sub + "tokenizer") as folder:
+            setup.text.tokenizer.save_pretrained(str(folder))
     if setup.dataset.vocab is not None:
-        atomic_write_text(run_dir / "vocab.json", json.dumps(setup.dataset.vocab))
+        output.write_text(sub + "vocab.json", json.dumps(setup.dataset.vocab))
 
 
 def _indent(text: str) -> str:
     return "".join(f"  {line}\n" for line in text.splitlines())
 
 
-def write_run_config(run_dir: Path, setup: RunSetup, resolved: TrainConfig) -> None:
+def write_run_config(output: Output, sub: str, setup: RunSetup, resolved: TrainConfig) -> None:
     """config.yaml: the resolved flags, then what they resolved to (text encoder, model, data facts)."""
     config_yaml = resolved.to_yaml() + "resolved:\n" + _indent(
         json.dumps({"text_encoder": setup.text.description, "model": setup.model_config.to_dict(),
                     "data": data_facts(setup.dataset)}, indent=2, default=str))
-    atomic_write_text(run_dir / "config.yaml", config_yaml)
+    output.write_text(sub + "config.yaml", config_yaml)
 
 
-def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
+def write_history_csv(output: Output, sub: str, history: list[dict[str, Any]]) -> None:
+    output.write_text(sub + "history.csv", _history_csv(history))
+
+
+def write_history(output: Output, sub: str, history: list[dict[str, Any]]) -> None:
     """history.csv (one row per epoch) and its plot curves.png."""
-    atomic_write_text(run_dir / "history.csv", _history_csv(history))
-    plot_history(run_dir / "history.csv", run_dir / "curves.png")
+    write_history_csv(output, sub, history)
+    plot_history(output.path / sub / "history.csv", output.file(sub + "curves.png"))
 
 
-def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=True))
+def write_prediction_plots(output: Output, sub: str, test: SplitEvaluation, task: str) -> None:
+    """scatter-test.png (regression) and confusion-test.png: the test split's predictions against its labels."""
+    for name, png in prediction_pngs(test.predictions, test.labels, task=task, split="test").items():
+        output.write_bytes(sub + name, png)
+
+
+def write_metrics(output: Output, sub: str, metrics: dict[str, Any]) -> None:
+    output.write_text(sub + "metrics.json", json.dumps(metrics, indent=2, allow_nan=True))
+
+
+def dev_record(row: dict[str, Any]) -> dict[str, Any]:
+    """The validation metrics of one history row, as the checkpoint sidecar stores them."""
+    return {"validation": {k[4:]: v for k, v in row.items() if k.startswith("dev_") and k != "dev_loss"},
+            "dev_loss": row["dev_loss"]}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -129,8 +145,11 @@ def load_run(run_dir: str | Path, *, data: str | None = None, data_root: str | N
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: no such run folder")
     sidecar = read_sidecar(run_dir, "best")
-    cfg = TrainConfig.from_dict(sidecar["config"], source=str(run_dir / "best.json"))
-    model_config = MisaConfig.from_dict(sidecar["model_config"])
+    try:
+        cfg = TrainConfig.from_dict(sidecar["config"], source=f"{run_dir / 'best.json'}: config")
+        model_config = MisaConfig.from_dict(sidecar["model_config"])
+    except MisalatchError as err:
+        raise CheckpointError(f"{run_dir / 'best.json'}: {err}" if "best.json" not in str(err) else str(err)) from err
     if data is not None or data_root is not None:
         cfg = cfg.replace(data=data or cfg.data, data_root=data_root or cfg.data_root)
     dataset = load_dataset(cfg.data, data_root=cfg.data_root,
@@ -145,8 +164,12 @@ def load_run(run_dir: str | Path, *, data: str | None = None, data_root: str | N
         if not vocab_file.is_file():
             raise ResourceNotFoundError(f"{vocab_file}: the run's vocabulary is missing")
         dataset = apply_vocab(dataset, json.loads(vocab_file.read_text()))
+    check_token_ids(dataset, model_config, source=f"--data {cfg.data}")
     dev = resolve_device(device)
-    model = MISA(model_config)
+    try:
+        model = MISA(model_config)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{run_dir / 'best.json'}: model_config cannot build a model ({err})") from err
     load_weights(run_dir, "best", model)
     model.to(dev).eval()
     spec = BatchSpec(text_encoder=model_config.text_encoder, modalities=cfg.modalities, alignment=dataset.alignment,

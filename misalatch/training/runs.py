@@ -4,27 +4,43 @@
 or mapped to ids exactly once), then for each seed builds a fresh model, fits it on the train split
 with model selection on the validation split, evaluates the best checkpoint once on the test split
 and writes its run folder (:mod:`misalatch.training.run_dir`, which also loads runs back).
+``resume_training(run_dir)`` continues a killed run exactly where its last epoch ended.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
+from misalatch.errors import CheckpointError, ConfigError
 from misalatch.evaluation.aggregate import AggregateRow, aggregate, write_aggregate
-from misalatch.training.checkpoint import save_checkpoint
+from misalatch.io.atomic import sha256_file
+from misalatch.io.owned import Output, check_target, claim_output, open_output, read_marker
+from misalatch.training.checkpoint import (
+    ResumeState,
+    best_files,
+    commit_checkpoints,
+    has_resume_state,
+    load_resume_state,
+    remove_resume_state,
+    resume_files,
+    save_checkpoint,
+)
 from misalatch.training.config import TrainConfig
-from misalatch.training.loop import SplitEvaluation, evaluate, fit
+from misalatch.training.loop import evaluate, fit
 from misalatch.training.run_dir import (
-    claim_out_dir,
     data_facts,
+    default_out,
+    dev_record,
     save_text_assets,
     write_history,
+    write_history_csv,
     write_metrics,
+    write_prediction_plots,
     write_run_config,
 )
 from misalatch.training.seeding import seed_everything
@@ -63,25 +79,43 @@ class TrainResult:
         return {k: v["mean"] for k, v in self.aggregate.items()}
 
 
-def train_seed(setup: RunSetup, seed: int, run_dir: Path, *,
+def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
+               resume: ResumeState | None = None,
                on_epoch: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
-    """Fit one seed, save its best checkpoint, evaluate it once on the test split (unless the
-    config's ``evaluate_test`` is off: then the test split is never touched). ``on_epoch`` sees
-    every epoch's history row (a search trial reports and prunes there)."""
+    """Fit one seed into ``output`` (under ``sub``), save its best checkpoint, evaluate it once on test
+    (unless the config's ``evaluate_test`` is off: then the test split is never touched).
+
+    After every epoch the best checkpoint (when the epoch improved) and the resumable state are
+    committed as one unit; the first such commit swaps a staged run folder into place. With
+    ``resume`` the seed continues after the epoch that state was saved at. ``on_epoch`` sees every
+    epoch's history row after it was committed (a search trial reports and prunes there).
+    """
     cfg = setup.config
     device = resolve_device(cfg.device)
     generator = seed_everything(seed)
     model = build_model(setup).to(device)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_text_assets(setup, run_dir)
-    resolved = cfg.replace(seed=seed, seeds=None, out=str(run_dir))
-    write_run_config(run_dir, setup, resolved)
+    run_dir = output.target / sub.rstrip("/")  # where the run lives for the user (staged until the first commit)
+    resolved = cfg.replace(seed=seed, seeds=None, out=str(run_dir), overwrite=False)
+    if resume is None:
+        save_text_assets(setup, output, sub)
+        write_run_config(output, sub, setup, resolved)
     sidecar_base = {"config": resolved.to_dict(), "model_config": setup.model_config.to_dict(), "seed": seed,
                     "data": data_facts(setup.dataset), "text_encoder": setup.text.description}
+    register = lambda name: output.file(sub + name)  # noqa: E731 - every name is recorded before it is written
+    best_sha = [None if resume is None else _sha_or_none(output.path / sub / "best.safetensors")]
 
-    def save_best(epoch: int, dev: SplitEvaluation, optimizer: torch.optim.Optimizer) -> None:
-        save_checkpoint(run_dir, "best", model, optimizer=optimizer,
-                        sidecar={**sidecar_base, "epoch": epoch, "metrics": {"validation": dev.metrics, "dev_loss": dev.loss}})
+    def save_epoch(state: ResumeState) -> None:
+        row = state.history[-1]
+        sets = []
+        if row["improved"]:
+            sidecar = {**sidecar_base, "epoch": state.epoch, "metrics": dev_record(row)}
+            best = best_files("best", model.state_dict(), sidecar)
+            best_sha[0] = hashlib.sha256(best["best.safetensors"]).hexdigest()
+            sets.append(best)
+        sets.append(resume_files(state, best_sha256=best_sha[0]))  # one commit: always the same epoch
+        commit_checkpoints(output.path / sub, *sets, register=register)
+        write_history_csv(output, sub, state.history)
+        output.commit()  # the first checkpoint: the staged folder replaces --out (an old run only now)
 
     log.info("seed %d: training on %s (%d train / %d valid), device %s", seed, setup.dataset.name,
              len(setup.dataset.splits["train"]), len(setup.dataset.splits["valid"]), device)
@@ -89,25 +123,34 @@ def train_seed(setup: RunSetup, seed: int, run_dir: Path, *,
         model, setup.dataset.splits["train"], setup.dataset.splits["valid"], setup.spec,
         batch_size=cfg.batch_size, lr=cfg.lr, clip_value=cfg.clip_value, max_epochs=cfg.max_epochs,
         patience=cfg.patience, trials=cfg.trials, lr_decay=cfg.lr_decay, dev_loss_reduction=cfg.dev_loss_reduction,
-        generator=generator, device=device, max_batches_per_epoch=cfg.max_batches_per_epoch, on_improvement=save_best,
-        warmup_epochs=cfg.resolved_warmup_epochs, on_epoch=on_epoch,
+        generator=generator, device=device, max_batches_per_epoch=cfg.max_batches_per_epoch,
+        warmup_epochs=cfg.resolved_warmup_epochs, on_epoch_end=save_epoch, on_epoch=on_epoch, resume=resume,
     )
-    write_history(run_dir, fit_result.history)
+    write_history(output, sub, fit_result.history)
     # the model holds the best weights; evaluate validation (for the record) and test once
     kw = dict(batch_size=cfg.batch_size, device=device, reduction=cfg.dev_loss_reduction)
     valid = evaluate(model, setup.dataset.splits["valid"], setup.spec, **kw)
     test = evaluate(model, setup.dataset.splits["test"], setup.spec, **kw) if cfg.evaluate_test else None
     test_metrics = test.metrics if test is not None else None
+    if test is not None:
+        write_prediction_plots(output, sub, test, setup.dataset.task)
     metrics = {"validation": valid.metrics, "test": test_metrics, "dev_loss": valid.loss,
                "test_loss": test.loss if test is not None else None,
                "best_epoch": fit_result.best_epoch, "epochs_run": len(fit_result.history), "seed": seed,
                "data": data_facts(setup.dataset), "text_encoder": setup.text.description}
-    write_metrics(run_dir, metrics)
-    save_checkpoint(run_dir, "best", model, sidecar={**sidecar_base, "epoch": fit_result.best_epoch,
-                                                      "metrics": {"validation": valid.metrics, "test": test_metrics,
-                                                                  "dev_loss": valid.loss}})
+    here = output.path / sub
+    save_checkpoint(here, "best", model, register=register,
+                    sidecar={**sidecar_base, "epoch": fit_result.best_epoch,
+                             "metrics": {"validation": valid.metrics, "test": test_metrics, "dev_loss": valid.loss}})
+    write_metrics(output, sub, metrics)  # last: metrics.json present = this seed is done
+    if not cfg.keep_resume_state:
+        remove_resume_state(here)  # the optimiser state is not needed any more: keep run folders small
     return RunResult(seed, run_dir, fit_result.best_epoch, valid.loss, valid.metrics, test_metrics or {},
                      epochs_run=len(fit_result.history))
+
+
+def _sha_or_none(path: Path) -> str | None:
+    return sha256_file(path) if path.is_file() else None
 
 
 def train(config: TrainConfig | dict[str, Any] | None = None, **overrides: Any) -> TrainResult:
@@ -115,6 +158,7 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **overrides: Any) 
 
     ``config`` is a :class:`TrainConfig`, a dict of its fields, or None for the defaults (the
     built-in synthetic data); keyword ``overrides`` win. Returns a :class:`TrainResult`.
+    The output folder is claimed as :mod:`misalatch.io.owned` describes (docs/reliability.md).
     """
     if config is None:
         config = TrainConfig()
@@ -122,17 +166,85 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **overrides: Any) 
         config = TrainConfig.from_dict(config)
     if overrides:
         config = TrainConfig.from_dict({**config.to_dict(), **overrides})
+    out = default_out(config)
+    check_target(out, "train", overwrite=config.overwrite)  # before the data is read: fail fast
     setup = setup_run(config)
-    out = claim_out_dir(config, setup.dataset)
+    resolve_device(config.device)  # a run that cannot start never touches --out
+    with claim_output(out, "train", overwrite=config.overwrite) as output:
+        output.annotate(config=config.replace(out=str(out), overwrite=False).to_dict())
+        return _train_seeds(setup, output, done={})
+
+
+def _train_seeds(setup: RunSetup, output: Output, done: dict[int, RunResult],
+                 resume: dict[int, ResumeState] | None = None) -> TrainResult:
+    config = setup.config
     seeds = config.run_seeds
     runs = []
     for seed in seeds:
-        run_dir = out if len(seeds) == 1 else out / f"seed-{seed}"
-        runs.append(train_seed(setup, seed, run_dir))
-    result = TrainResult(out_dir=out, runs=runs, synthetic=setup.dataset.synthetic)
+        if seed in done:
+            runs.append(done[seed])
+            continue
+        sub = "" if len(seeds) == 1 else f"seed-{seed}/"
+        runs.append(train_seed(setup, seed, output, sub, resume=(resume or {}).get(seed)))
+    result = TrainResult(out_dir=output.target, runs=runs, synthetic=setup.dataset.synthetic)
     if len(runs) > 1:
         result.aggregate = aggregate([r.test for r in runs])
         group = {"dataset": setup.dataset.name + (" (synthetic)" if setup.dataset.synthetic else ""),
                  "feedback": config.feedback, "text_encoder": setup.text.description.split(" (")[0], "split": "test"}
-        write_aggregate([AggregateRow(group=group, seeds=list(seeds), metrics=result.aggregate)], out)
+        output.file("aggregate.json"), output.file("aggregate.csv")  # recorded before they are written
+        write_aggregate([AggregateRow(group=group, seeds=list(seeds), metrics=result.aggregate)], output.path)
+    return result
+
+
+RESUME_FLAGS = ("device", "keep_resume_state")
+"""What may differ on ``--resume``: neither changes what is computed (CPU vs GPU aside)."""
+
+
+def resume_training(run_dir: str | Path, **changes: Any) -> TrainResult:
+    """Continue a killed ``train`` run in ``run_dir`` with its own config.
+
+    ``changes`` may only set :data:`RESUME_FLAGS`. Seeds that finished are kept, the interrupted one
+    continues after its last saved epoch exactly as it would have, the others are trained.
+    """
+    bad = sorted(set(changes) - set(RESUME_FLAGS))
+    if bad:
+        raise ConfigError(f"--resume continues with the run's own config; "
+                          f"{', '.join('--' + b.replace('_', '-') for b in bad)} cannot be changed "
+                          f"(allowed: {', '.join('--' + f.replace('_', '-') for f in RESUME_FLAGS)})")
+    run_dir = Path(run_dir)
+    marker = read_marker(run_dir) if run_dir.is_dir() and not run_dir.is_symlink() else None
+    if marker is None:
+        hint = " (a run killed before its first epoch ended leaves nothing to resume: start it again)" \
+            if not run_dir.exists() else ""
+        raise ConfigError(f"--resume {run_dir}: not a misalatch run folder{hint}")
+    if marker["kind"] != "train" or not isinstance(marker.get("config"), dict):
+        raise ConfigError(f"--resume {run_dir}: not a misalatch train run (kind {marker['kind']!r})")
+    if marker.get("complete"):
+        raise ConfigError(f"--resume {run_dir}: this run finished; there is nothing to resume")
+    config = TrainConfig.from_dict({**marker["config"], **changes, "out": str(run_dir), "overwrite": False},
+                                   source=str(run_dir / "run.json"))
+    setup = setup_run(config)
+    resolve_device(config.device)
+    with open_output(run_dir, "train") as output:
+        seeds = config.run_seeds
+        done: dict[int, RunResult] = {}
+        states: dict[int, ResumeState] = {}
+        for seed in seeds:
+            folder = run_dir if len(seeds) == 1 else run_dir / f"seed-{seed}"
+            if (folder / "metrics.json").is_file():
+                done[seed] = _finished_seed(folder, seed, config.keep_resume_state)
+            elif has_resume_state(folder):
+                states[seed] = load_resume_state(folder)
+        return _train_seeds(setup, output, done, states)
+
+
+def _finished_seed(folder: Path, seed: int, keep_resume_state: bool) -> RunResult:
+    try:
+        m = json.loads((folder / "metrics.json").read_text())
+        result = RunResult(seed, folder, int(m["best_epoch"]), float(m["dev_loss"]), dict(m["validation"]),
+                           dict(m["test"] or {}), int(m.get("epochs_run") or 0))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{folder / 'metrics.json'}: unreadable ({err})") from err
+    if not keep_resume_state:
+        remove_resume_state(folder)
     return result

@@ -20,7 +20,7 @@ from misalatch.data.batching import BatchSpec
 from misalatch.data.canonical import CanonicalDataset
 from misalatch.data.loading import load_dataset
 from misalatch.data.text import build_vocab, tokenize_for_bert
-from misalatch.errors import ConfigError
+from misalatch.errors import ConfigError, DataFormatError
 from misalatch.models.config import MisaConfig
 from misalatch.models.encoders import bert_config_dict, build_bert
 from misalatch.models.misa import MISA
@@ -165,6 +165,7 @@ def setup_run(cfg: TrainConfig) -> RunSetup:
         "generator_dropout": cfg.generator_dropout,
         "detach_first_pass": cfg.feedback_detach,
     })
+    check_token_ids(dataset, model_config, source=f"--data {cfg.data}")
     spec = BatchSpec(text_encoder=text.kind, modalities=cfg.modalities, alignment=dataset.alignment,
                      task=dataset.task, visual_dim=model_config.visual_size, acoustic_dim=model_config.acoustic_size)
     return RunSetup(cfg, dataset, text, model_config, spec, family)
@@ -176,6 +177,31 @@ def _vocab_size(dataset: CanonicalDataset) -> int:
     if dataset.vocab:
         return len(dataset.vocab)
     return 1 + max(int(s.text_ids.max()) for segs in dataset.splits.values() for s in segs if s.text_ids is not None)
+
+
+def check_token_ids(dataset: CanonicalDataset, model_config: MisaConfig, *, source: str) -> None:
+    """Every token id inside the model's vocabulary, checked before a batch is built (otherwise an
+    out-of-range or negative id is an IndexError deep inside torch's embedding)."""
+    if model_config.text_encoder == "glove":
+        field_name, size = "text_ids", model_config.vocab_size
+    elif model_config.text_encoder == "bert":
+        field_name, size = "bert_ids", int((model_config.bert_config or {}).get("vocab_size") or 0)
+    else:
+        return
+    if size <= 0:
+        return
+    for split, segments in dataset.splits.items():
+        for seg in segments:
+            ids = getattr(seg, field_name, None)
+            if ids is None or len(ids) == 0:
+                continue
+            low, high = int(np.min(ids)), int(np.max(ids))
+            if low < 0 or high >= size:
+                raise DataFormatError(
+                    f"{source}: split {split!r}, segment {seg.id!r}: {field_name} holds id {low if low < 0 else high}, "
+                    f"outside the vocabulary of {size} entries (0..{size - 1}); the ids and the vocabulary or "
+                    "embedding matrix do not belong together"
+                )
 
 
 def build_model(setup: RunSetup) -> MISA:

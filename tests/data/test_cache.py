@@ -100,7 +100,7 @@ def small(tmp_path):
 
 def test_overwrite_rules(tmp_path, small):
     out = save_prepared(small, tmp_path / "p")
-    with pytest.raises(ConfigError, match="not empty; pass --overwrite"):
+    with pytest.raises(ConfigError, match=r"not empty \(a misalatch prepare folder\); pass --overwrite"):
         save_prepared(small, out)
     changed = small.replace(name="changed")
     save_prepared(changed, out, overwrite=True)
@@ -109,7 +109,7 @@ def test_overwrite_rules(tmp_path, small):
     user = tmp_path / "user"
     user.mkdir()
     (user / "notes.txt").write_text("mine")
-    with pytest.raises(ConfigError, match="not a prepared dataset.*refusing"):
+    with pytest.raises(ConfigError, match="refusing to overwrite.*no misalatch run.json marker"):
         save_prepared(small, user, overwrite=True)
     assert (user / "notes.txt").read_text() == "mine"
     empty = tmp_path / "empty"
@@ -184,6 +184,6 @@ def test_loading_never_unpickles(tmp_path, small):
         arrays = {k: z[k] for k in z.files}
     arrays["ids"] = np.array([_Payload(marker)] * 3, dtype=object)
     np.savez(out / "test.npz", allow_pickle=True, **arrays)  # pickling does not run the payload
-    with pytest.raises(DataFormatError, match="test.npz: unreadable split archive"):
+    with pytest.raises(DataFormatError, match="test.npz: array .ids. has dtype object"):
         load_prepared(out)
     assert not marker.exists()

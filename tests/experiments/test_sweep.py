@@ -218,3 +218,37 @@ def test_a_run_that_raises_is_retried_then_reported(tmp_path: Path, monkeypatch:
     md = (tmp_path / "sweep" / "results.md").read_text()
     assert "## Failed" in md and "CUDA out of memory" in md
     assert (tmp_path / "sweep" / "results.png").stat().st_size > 1000
+
+
+# ----------------------------------------------------------------------------------------------
+# a real sweep folder read by compare and report
+# ----------------------------------------------------------------------------------------------
+def test_a_real_sweep_is_read_by_compare_and_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from misalatch.cli import main as cli_main
+    from misalatch.io.owned import read_marker
+
+    out = tmp_path / "sweep"
+    spec = parse_sweep(["--out", str(out), "--feedback", "none,static", "--seeds", "1", *TINY_FLAGS,
+                        "--max-epochs", "1"])[1]
+    sweep = start_sweep(spec, out, liveness=Liveness(1, 5))
+    run_worker(sweep)
+    text = write_results(sweep)["json"].read_text()
+    assert "NaN" not in text and "null" in text  # one seed: no std, written as null (strict JSON)
+    for folder in ("none", "static"):  # every run folder is an owned, complete train run
+        marker = read_marker(out / "runs" / folder / "seed-1")
+        assert marker is not None and marker["kind"] == "train" and marker["complete"]
+        assert marker["config"]["feedback"] == folder and marker["config"]["seed"] == 1
+    assert read_marker(out)["kind"] == "sweep"
+    doc = json.loads(text)
+    maes = {v["key"]: v["test"]["mae"]["mean"] for v in doc["variants"]}
+
+    capsys.readouterr()
+    assert cli_main(["compare", str(out)]) == 0
+    table = capsys.readouterr().out
+    for key, mae in maes.items():
+        row = next(line for line in table.splitlines() if f"sweep/{key} " in line)
+        assert f"{mae:.3f}" in row  # the value of results.json, not a recomputation elsewhere
+    html = tmp_path / "x.html"
+    assert cli_main(["report", str(out), "--out", str(html)]) == 0
+    page = html.read_text()
+    assert "<html" in page.lower() and all(f"{mae:.3f}" in page for mae in maes.values())

@@ -75,3 +75,21 @@ def test_training_honours_the_warmup(tmp_path) -> None:
         improved = [r["improved"] == "True" for r in csv.DictReader(handle)]
     bad_after_warmup = [e for e, ok in enumerate(improved, start=1) if not ok and e > 3]
     assert run.epochs_run == (bad_after_warmup[0] if bad_after_warmup else 6) and run.epochs_run >= 4
+
+
+def test_a_resumed_stopper_is_still_inside_its_warmup() -> None:
+    """The resume state carries the epoch counter: a run killed during the warm-up stops, after
+    resuming, exactly when the uninterrupted run does (a counter restarting at 0 would stop later)."""
+    losses = [1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0]
+    whole = EarlyStopping(patience=1, trials=1, warmup=2)
+    expected = [whole.step(x).stop for x in losses]
+    first = EarlyStopping(patience=1, trials=1, warmup=2)
+    got = [first.step(x).stop for x in losses[:2]]
+    resumed = EarlyStopping(patience=1, trials=1, warmup=2)
+    resumed.load_state(first.state())
+    got += [resumed.step(x).stop for x in losses[2:]]
+    assert got == expected and expected.index(True) == 3
+    old = {k: v for k, v in first.state().items() if k != "epoch"}  # a state saved before the counter was
+    legacy = EarlyStopping(patience=1, trials=1, warmup=2)
+    legacy.load_state(old, epoch=2)
+    assert [legacy.step(x).stop for x in losses[2:]] == expected[2:]

@@ -26,7 +26,7 @@ def test_train_checkpoint_evaluate_predict(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = train(TrainConfig(out=str(out), **TINY))
     assert result.synthetic
-    for name in ("config.yaml", "metrics.json", "history.csv", "curves.png", "best.safetensors", "best.json", "best.optim.safetensors", "vocab.json"):
+    for name in ("config.yaml", "metrics.json", "history.csv", "curves.png", "best.safetensors", "best.json", "best.manifest.json", "run.json", "vocab.json"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics["validation"]) == REGRESSION_KEYS and list(metrics["test"]) == REGRESSION_KEYS

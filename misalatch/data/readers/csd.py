@@ -53,6 +53,12 @@ MODALITY_ROLES: tuple[str, ...] = ("visual", "acoustic")
 REOPEN_EVERY = 128  # videos read between reopenings of a file (bounds HDF5's caches)
 PAIR_BUDGET = 1 << 22  # gathered (pair × feature) values per chunk of the word/frame intersection
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# A dataset may declare any shape; what it can really hold is bounded by the bytes stored for it.
+# gzip (the only filter SDK files use) expands at most ~1032:1, so a dataset declaring more than
+# MAX_EXPANSION times its stored bytes (or anything with no bytes stored: reads as fill values) is
+# refused before h5py allocates it, as is any single dataset over MAX_DATASET_BYTES.
+MAX_EXPANSION = 1100
+MAX_DATASET_BYTES = 8 << 30
 _SUFFIX = re.compile(r"\[[^\]]*\]$")
 _H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
 
@@ -89,6 +95,48 @@ def _open_error(path: Path, err: Exception) -> DataFormatError:
     else:
         problem = "cannot open as HDF5"
     return DataFormatError(f"{path}: {problem} ({text})")
+
+
+def _child(group: Any, name: str, path: Path, what: str) -> Any:
+    """``group[name]``, refusing an external link (it would open another file) before following it."""
+    import h5py
+
+    link = group.get(name, getlink=True)
+    if isinstance(link, h5py.ExternalLink):
+        raise DataFormatError(
+            f"{path}: {what} {name!r} is an external link to {link.filename!r}:{link.path!r}; links to other "
+            "files are refused (a .csd holds its own data)"
+        )
+    return group[name]
+
+
+def check_dataset(dset: Any, path: Path, what: str) -> None:
+    """Refuse a dataset misalatch must not read: external storage (raw bytes of another file, e.g.
+    /etc/passwd), a virtual dataset (mapped from other files), or a declared size that its stored
+    bytes cannot hold (a 730 kB file declaring 70 GiB) -- all before any data is read."""
+    import h5py
+
+    dcpl = dset.id.get_create_plist()
+    if dcpl.get_external_count() > 0:
+        name = dcpl.get_external(0)[0].decode("utf-8", errors="replace")
+        raise DataFormatError(
+            f"{path}: {what} stores its data in the external file {name!r}; external storage is refused"
+        )
+    if dcpl.get_layout() == h5py.h5d.VIRTUAL:
+        raise DataFormatError(f"{path}: {what} is a virtual dataset (data mapped from other files); refused")
+    count = 1
+    for n in dset.shape or ():
+        count *= int(n)
+    declared = count * dset.dtype.itemsize
+    if declared == 0:
+        return
+    stored = int(dset.id.get_storage_size())
+    if declared > MAX_DATASET_BYTES or declared > max(stored, 1) * MAX_EXPANSION:
+        raise DataFormatError(
+            f"{path}: {what} declares shape {tuple(dset.shape)} of {dset.dtype} ({declared} bytes) but stores "
+            f"{stored} bytes (at most {MAX_EXPANSION}x expansion and {MAX_DATASET_BYTES} bytes per dataset); "
+            "refused before reading"
+        )
 
 
 def _decode_meta(raw: Any) -> Any:
@@ -178,10 +226,10 @@ class CsdSequence:
                 if not keys:
                     raise DataFormatError(f"{self.path}: empty HDF5 file (no top-level group); not a computational sequence")
                 self.root_name = keys[0]
-                root = self._file[self.root_name]
+                root = _child(self._file, self.root_name, self.path, "top-level group")
                 if not isinstance(root, h5py.Group):
                     raise DataFormatError(f"{self.path}: top-level object {self.root_name!r} is not a group")
-                if "data" not in root or not isinstance(root["data"], h5py.Group):
+                if "data" not in root or not isinstance(_child(root, "data", self.path, "group"), h5py.Group):
                     raise DataFormatError(
                         f"{self.path}: root group {self.root_name!r} has no 'data' group (found {sorted(root.keys())}); "
                         f"not a computational sequence"
@@ -198,18 +246,28 @@ class CsdSequence:
 
     # ---- metadata ----
     def _read_metadata(self, root: Any) -> dict[str, Any]:
+        import h5py
+
         meta: dict[str, Any] = {}
         try:
-            group = root.get("metadata")
-            if group is None:
+            if "metadata" not in root:
                 return meta
+            group = _child(root, "metadata", self.path, "group")
             meta.update({k: _decode_meta(v) for k, v in group.attrs.items()})
             if hasattr(group, "keys"):
                 for key in group.keys():
                     try:
-                        meta[key] = _decode_meta(group[key][()])
+                        item = _child(group, key, self.path, "metadata entry")
+                        if not isinstance(item, h5py.Dataset):
+                            continue
+                        check_dataset(item, self.path, f"metadata entry {key!r}")
+                        meta[key] = _decode_meta(item[()])
+                    except MisalatchError:
+                        raise
                     except _H5_ERRORS as err:  # odd metadata never stops reading the data
                         log.debug("%s: metadata %r unreadable (%s)", self.path, key, err)
+        except MisalatchError:
+            raise
         except _H5_ERRORS as err:
             log.debug("%s: metadata unreadable (%s)", self.path, err)
         joined = "dimension namescomputational sequence version"  # a missing comma in the SDK's template
@@ -236,7 +294,7 @@ class CsdSequence:
         import h5py
 
         with _h5_boundary(self.path, f"entry {entry!r}"):
-            group = self._data[entry]
+            group = _child(self._data, entry, self.path, "entry")
             if not isinstance(group, h5py.Group):
                 self.skipped[entry] = "not a group"
                 return None
@@ -244,8 +302,20 @@ class CsdSequence:
             if missing:
                 self.skipped[entry] = f"no {' and no '.join(repr(m) for m in missing)} dataset"
                 return None
-            intervals = np.asarray(group["intervals"][()])
-            features = np.asarray(group["features"][()])
+            arrays = {}
+            for name in ("intervals", "features"):
+                dset = _child(group, name, self.path, f"entry {entry!r} dataset")
+                if not isinstance(dset, h5py.Dataset):
+                    self.skipped[entry] = f"{name!r} is not a dataset"
+                    return None
+                check_dataset(dset, self.path, f"entry {entry!r} dataset {name!r}")
+                arrays[name] = np.asarray(dset[()])
+            intervals, features = arrays["intervals"], arrays["features"]
+        if intervals.shape[:1] == (0,) or features.shape[:1] == (0,):
+            # a video without frames has nothing to align: it counts as absent (its segments are
+            # dropped as missing_modality, or, for labels, it has no segment) and is reported
+            self.skipped[entry] = "no rows (a video with zero frames)"
+            return None
         if intervals.ndim != 2 or intervals.shape[1] != 2 or intervals.dtype.kind not in "fiu":
             self.skipped[entry] = f"intervals {intervals.dtype} {intervals.shape} are not numeric (n, 2)"
             return None

@@ -21,9 +21,13 @@ import numpy as np
 
 from misalatch.data.canonical import SPLITS, CanonicalDataset, Segment
 from misalatch.data.safe_pickle import (
-    record_drops,
+    MAX_WORD_ID,
     NonFiniteCounter,
+    check_unique_ids,
+    class_label,
     describe,
+    float_values,
+    record_drops,
     infer_dataset_name,
     load_embedding_and_mapping,
     safe_load,
@@ -52,8 +56,12 @@ def _split_file(folder: Path, split: str) -> Path:
     )
 
 
-def _as_str(v: Any) -> str:
-    return v.decode("utf-8", errors="replace") if isinstance(v, (bytes, np.bytes_)) else str(v)
+def _as_str(v: Any, where: str, field: str) -> str:
+    if isinstance(v, bytes):
+        return v.decode("utf-8", errors="replace")
+    if not isinstance(v, str):
+        raise DataFormatError(f"{where}: field {field!r} must be a str, found {type(v).__name__}")
+    return str(v)
 
 
 def _read_split(
@@ -81,16 +89,27 @@ def _read_split(
         elif has_id != (len(sample) == 3):
             raise DataFormatError(f"{at}: mixes samples with and without segment ids")
         (word_ids, visual, acoustic, words), label = sample[0], sample[1]
-        ids = np.asarray(word_ids)
-        if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
-            raise DataFormatError(f"{at}: word_ids must be a 1-D integer array, found {describe(ids)}")
+        ids = word_ids if isinstance(word_ids, np.ndarray) else None
+        if ids is None and isinstance(word_ids, (list, tuple)) and all(
+                isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in word_ids):
+            ids = np.asarray(word_ids, dtype=np.int64) if word_ids else np.zeros(0, np.int64)
+        if ids is None or ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
+            raise DataFormatError(f"{at}: field 'word_ids' must be a 1-D integer array, found {describe(word_ids)}")
+        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= MAX_WORD_ID):
+            raise DataFormatError(
+                f"{at}: field 'word_ids' holds id {int(ids.max()) if ids.max() >= MAX_WORD_ID else int(ids.min())}, "
+                f"outside 0..{MAX_WORD_ID - 1}"
+            )
         v = nonfinite.clean(visual, "visual", where=at)
         a = nonfinite.clean(acoustic, "acoustic", where=at)
         if v.ndim != 2 or a.ndim != 2:
             raise DataFormatError(
                 f"{at}: visual and acoustic must be 2-D (T, d), found {v.shape} and {a.shape}"
             )
-        word_list = None if words is None else [_as_str(w) for w in words]
+        if words is not None and not isinstance(words, (list, tuple, np.ndarray)):
+            raise DataFormatError(f"{at}: field 'words' must be a list of str, found {describe(words)}")
+        word_list = None if words is None else [_as_str(w, at, "words") for w in
+                                                (words.tolist() if isinstance(words, np.ndarray) else words)]
         lengths = {"word_ids": ids.shape[0], "visual": v.shape[0], "acoustic": a.shape[0]}
         if word_list is not None:
             lengths["words"] = len(word_list)
@@ -103,14 +122,14 @@ def _read_split(
             for wid, w in zip(ids.tolist(), word_list):
                 if pairs.setdefault(wid, w) != w and wid > 1:
                     conflicts[w] += 1
-        lab = np.asarray(label, dtype=np.float64).reshape(-1)
+        lab = float_values(label, at, "label").reshape(-1)
         if lab.size == 0:
-            raise DataFormatError(f"{at}: label is empty")
-        seg_id = _as_str(sample[2]) if has_id else f"{split}_{i}"
+            raise DataFormatError(f"{at}: field 'label' is empty")
+        seg_id = _as_str(sample[2], at, "segment_id") if has_id else f"{split}_{i}"
         segs.append(
             Segment(
                 id=seg_id,
-                label=nonfinite.clean_label(lab[0]),
+                label=float(lab[0]),  # NaN kept until the task is known (regression: 0, counted)
                 words=word_list,
                 text_ids=ids.astype(np.int64),
                 visual=v,
@@ -151,16 +170,17 @@ def read_misa_pickles(path: str | os.PathLike[str], *, dataset: str | None = Non
         )
     name = dataset or infer_dataset_name(folder, "misa")
     classification = name == "ur_funny" or not layout["train"]
+    check_unique_ids(((seg.id, f"split {split!r}") for split, segs in splits.items() for seg in segs),
+                     str(folder), "segment_id")
     if classification:
         name = dataset or "ur_funny"
         for split, segs in splits.items():
+            for seg in segs:  # NaN is refused, never read as class 0
+                seg.label = class_label(seg.label, f"{folder}: split {split!r} segment {seg.id!r}: UR-FUNNY")
+    else:
+        for segs in splits.values():
             for seg in segs:
-                if seg.label not in (0.0, 1.0):
-                    raise DataFormatError(
-                        f"{folder}: split {split!r} segment {seg.id!r}: UR-FUNNY label must be 0 or 1, "
-                        f"found {seg.label}"
-                    )
-                seg.label = int(seg.label)
+                seg.label = nonfinite.clean_label(seg.label)
 
     max_id = max(int(seg.text_ids.max()) for segs in splits.values() for seg in segs)
     emb_path = folder / EMBEDDING_FILE
@@ -179,6 +199,12 @@ def read_misa_pickles(path: str | os.PathLike[str], *, dataset: str | None = Non
                 vocab[idx] = word
         vocab_source = EMBEDDING_FILE
     else:
+        distinct = np.unique(np.concatenate([seg.text_ids for segs in splits.values() for seg in segs])).size
+        if max_id >= 4 * distinct + 1000:  # word2id was built over all splits: its ids are dense
+            raise DataFormatError(
+                f"{folder}: field 'word_ids': the largest id is {max_id} but only {distinct} distinct ids "
+                f"occur; refusing to build a {max_id + 1}-entry vocabulary without {EMBEDDING_FILE}"
+            )
         vocab = [pairs.get(i, f"<unused_{i}>") for i in range(max(max_id + 1, 2))]
         vocab_source = "pickles"
         if conflicts:

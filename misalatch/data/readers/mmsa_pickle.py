@@ -18,7 +18,18 @@ from typing import Any
 import numpy as np
 
 from misalatch.data.canonical import SPLITS, CanonicalDataset, Segment
-from misalatch.data.safe_pickle import record_drops, NonFiniteCounter, describe, infer_dataset_name, safe_load, source_entry
+from misalatch.data.safe_pickle import (
+    MAX_WORD_ID,
+    NonFiniteCounter,
+    check_unique_ids,
+    describe,
+    float_values,
+    id_strings,
+    infer_dataset_name,
+    record_drops,
+    safe_load,
+    source_entry,
+)
 from misalatch.errors import DataFormatError
 
 log = logging.getLogger(__name__)
@@ -27,10 +38,13 @@ READER = "mmsa"
 REQUIRED_KEYS = ("text_bert", "audio", "vision", "regression_labels")
 
 
-def _int_array(arr: np.ndarray, where: str) -> np.ndarray:
-    out = np.rint(np.asarray(arr, dtype=np.float64)).astype(np.int64)
+def _int_array(value: Any, where: str, field: str) -> np.ndarray:
+    arr = float_values(value, where, field)
+    if not np.all(np.isfinite(arr)) or np.any(np.abs(arr) > 2**53):
+        raise DataFormatError(f"{where}: field {field!r} must hold integers, found non-finite or huge values")
+    out = np.rint(arr).astype(np.int64)
     if not np.array_equal(out, arr):
-        raise DataFormatError(f"{where} must hold integers, found non-integer values")
+        raise DataFormatError(f"{where}: field {field!r} must hold integers, found non-integer values")
     return out
 
 
@@ -50,17 +64,19 @@ def _check_split(path: Path, split: str, d: Any, unaligned: bool) -> int:
     missing = [k for k in need if k not in d]
     if missing:
         raise DataFormatError(f"{where}: missing key(s) {missing}; found {sorted(map(str, d))}")
-    tb = np.asarray(d["text_bert"])
-    if tb.ndim != 3 or tb.shape[1] < 2:
-        raise DataFormatError(f"{where}: key 'text_bert' must have shape (N, 3, L), found {tb.shape}")
+    tb = d["text_bert"]
+    if not isinstance(tb, np.ndarray) or tb.dtype.kind not in "biuf" or tb.ndim != 3 or tb.shape[1] < 2:
+        raise DataFormatError(f"{where}: key 'text_bert' must have shape (N, 3, L) and numbers, found {describe(tb)}")
     n = tb.shape[0]
     if n == 0:
         raise DataFormatError(f"{where}: split is empty (text_bert has 0 samples)")
     for key in ("audio", "vision"):
         arr = d[key]
-        if not isinstance(arr, np.ndarray) or arr.ndim != 3:
-            raise DataFormatError(f"{where}: key {key!r} must be an array (N, T, d), found {describe(arr)}")
+        if not isinstance(arr, np.ndarray) or arr.ndim != 3 or arr.dtype.kind not in "biuf":
+            raise DataFormatError(f"{where}: key {key!r} must be a numeric array (N, T, d), found {describe(arr)}")
     for key in ("audio", "vision", "regression_labels", "id", "raw_text", "audio_lengths", "vision_lengths"):
+        if key in d and not isinstance(d[key], (np.ndarray, list, tuple)):
+            raise DataFormatError(f"{where}: key {key!r} must be an array or list, found {describe(d[key])}")
         if key in d and len(d[key]) != n:
             raise DataFormatError(
                 f"{where}: key {key!r} has {len(d[key])} samples but 'text_bert' has {n}"
@@ -98,20 +114,32 @@ def read_mmsa_pickle(path: str | os.PathLike[str], *, dataset: str | None = None
     dropped_by_split: dict[str, dict[str, int]] = {}
     padding: Counter[str] = Counter()
     splits: dict[str, list[Segment]] = {}
+    seen_ids: list[tuple[str, str]] = []
     for split in SPLITS:
         d = obj[split]
         n = _check_split(path, split, d, unaligned)
         where = f"{path}: split {split!r}"
         tb = np.asarray(d["text_bert"])
-        input_ids = _int_array(tb[:, 0], f"{where}: text_bert[:, 0] (input_ids)")
-        mask = _int_array(tb[:, 1], f"{where}: text_bert[:, 1] (attention_mask)")
+        input_ids = _int_array(tb[:, 0], where, "text_bert[:, 0] (input_ids)")
+        mask = _int_array(tb[:, 1], where, "text_bert[:, 1] (attention_mask)")
+        if np.any(input_ids < 0) or np.any(input_ids >= MAX_WORD_ID):
+            raise DataFormatError(f"{where}: field 'text_bert[:, 0] (input_ids)' holds ids outside 0..{MAX_WORD_ID - 1}")
         lengths_t = mask.sum(axis=1)
-        labels = np.asarray(d["regression_labels"], dtype=np.float64).reshape(n, -1)[:, 0]
-        ids = d.get("id")
+        labels = float_values(d["regression_labels"], where, "regression_labels", n).reshape(n, -1)
+        if labels.shape[1] == 0:
+            raise DataFormatError(f"{where}: field 'regression_labels' has no value per sample")
+        labels = labels[:, 0]
+        ids = id_strings(d["id"], where, "id", n) if "id" in d else None
+        if ids is not None:
+            seen_ids.extend((seg_id, f"split {split!r} sample {i}") for i, seg_id in enumerate(ids))
         raw = d.get("raw_text")
+        if raw is not None:
+            if isinstance(raw, np.ndarray) and raw.dtype.kind in "iu":
+                raise DataFormatError(f"{where}: field 'raw_text' must hold strings, found {describe(raw)}")
+            raw = id_strings(raw, where, "raw_text", n)
         audio, vision = d["audio"], d["vision"]
-        lengths_a = _int_array(np.asarray(d["audio_lengths"]), f"{where}: audio_lengths") if unaligned else lengths_t
-        lengths_v = _int_array(np.asarray(d["vision_lengths"]), f"{where}: vision_lengths") if unaligned else lengths_t
+        lengths_a = _int_array(d["audio_lengths"], where, "audio_lengths").reshape(-1) if unaligned else lengths_t
+        lengths_v = _int_array(d["vision_lengths"], where, "vision_lengths").reshape(-1) if unaligned else lengths_t
         drops: Counter[str] = Counter()
         segs: list[Segment] = []
         for i in range(n):
@@ -132,8 +160,8 @@ def read_mmsa_pickle(path: str | os.PathLike[str], *, dataset: str | None = None
             for name, arr, length in (("acoustic", audio, la), ("visual", vision, lv)):
                 if np.any(arr[i, length:] != 0):
                     padding[name] += 1
-            seg_id = str(ids[i]) if ids is not None else f"{split}_{i}"
-            words = str(raw[i]).split() if raw is not None else None
+            seg_id = ids[i] if ids is not None else f"{split}_{i}"
+            words = raw[i].split() if raw is not None else None
             segs.append(
                 Segment(
                     id=seg_id,
@@ -147,6 +175,7 @@ def read_mmsa_pickle(path: str | os.PathLike[str], *, dataset: str | None = None
             )
         splits[split] = segs
         record_drops(path.name, split, drops, dropped, dropped_by_split)
+    check_unique_ids(seen_ids, str(path), "id")
     if padding:
         log.warning("%s: %s samples have non-zero steps beyond their length (expected zero padding)",
                     path.name, dict(padding))

@@ -19,7 +19,16 @@ from typing import Any
 import numpy as np
 
 from misalatch.data.canonical import SPLITS, CanonicalDataset, Segment
-from misalatch.data.safe_pickle import record_drops, NonFiniteCounter, describe, infer_dataset_name, safe_load, source_entry
+from misalatch.data.safe_pickle import (
+    NonFiniteCounter,
+    class_label,
+    describe,
+    float_values,
+    infer_dataset_name,
+    record_drops,
+    safe_load,
+    source_entry,
+)
 from misalatch.errors import ConfigError, DataFormatError
 
 log = logging.getLogger(__name__)
@@ -47,10 +56,16 @@ def _id_string(raw: Any) -> str:
     return text(raw)
 
 
+def _id_like(v: Any) -> bool:
+    if isinstance(v, np.ndarray):
+        return v.dtype.kind in "USiuf"
+    if isinstance(v, (list, tuple)):
+        return all(isinstance(x, (str, bytes, int, float, np.generic)) and not isinstance(x, bool) for x in v)
+    return isinstance(v, (str, bytes, int, float, np.generic)) and not isinstance(v, bool)
+
+
 def _label_column(labels: Any, n: int, where: str) -> np.ndarray:
-    arr = np.asarray(labels, dtype=np.float64)
-    if arr.shape[:1] != (n,):
-        raise DataFormatError(f"{where}: 'labels' has shape {arr.shape}, expected {n} samples first")
+    arr = float_values(labels, where, "labels", n)
     flat = arr.reshape(n, -1)
     if flat.shape[1] == 0:
         raise DataFormatError(f"{where}: 'labels' has no values per sample (shape {arr.shape})")
@@ -101,8 +116,17 @@ def read_mult_pickle(
             steps.add(arr.shape[1])
         if n == 0:
             raise DataFormatError(f"{where}: split is empty (0 samples)")
-        if "id" in d and len(d["id"]) != n:
-            raise DataFormatError(f"{where}: key 'id' has {len(d['id'])} entries but 'text' has {n}")
+        if "id" in d:
+            ids = d["id"]
+            if not (isinstance(ids, (list, tuple)) or isinstance(ids, np.ndarray) and ids.ndim >= 1
+                    and ids.dtype.kind in "USiuf"):
+                raise DataFormatError(f"{where}: field 'id' must be an array or list of ids, found {describe(ids)}")
+            if len(ids) != n:
+                raise DataFormatError(f"{where}: key 'id' has {len(ids)} entries but 'text' has {n}")
+            bad = next((v for v in (ids if not isinstance(ids, np.ndarray) else ()) if not _id_like(v)), None)
+            if bad is not None:
+                raise DataFormatError(f"{where}: field 'id' entries must be str, bytes, numbers or arrays of them, "
+                                      f"found {describe(bad)}")
     alignment = "none" if ("noalign" in path.name.lower() or len(steps) > 1) else "word"
 
     nonfinite = NonFiniteCounter()
@@ -133,11 +157,10 @@ def read_mult_pickle(
                 a = nonfinite.clean(audio[i], "acoustic", where=at)
                 v = nonfinite.clean(vision[i], "visual", where=at)
                 a, v = (_strip_left(a, "acoustic", all_zero), _strip_left(v, "visual", all_zero))
-            label = nonfinite.clean_label(labels[i])
-            if task == "classification":
-                if label not in (0.0, 1.0):
-                    raise DataFormatError(f"{at}: classification label must be 0 or 1, found {labels[i]}")
-                label = int(label)
+            if task == "classification":  # NaN is refused here, never read as class 0
+                label: float | int = class_label(labels[i], at, "labels")
+            else:
+                label = nonfinite.clean_label(labels[i])
             segs.append(
                 Segment(
                     id=_id_string(ids[i]) if ids is not None else f"{split}_{i}",

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import logging
 import math
+import re
 from pathlib import Path
 
 from misalatch.data.canonical import SPLITS, CanonicalDataset, Segment
@@ -21,6 +23,21 @@ log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("segment_id", "text", "label", "split")
 SPLIT_ALIASES: dict[str, str] = {"train": "train", "valid": "valid", "dev": "valid", "test": "test"}
+# A plain decimal number. float() alone also takes "0_3" (3.0), "١" (Arabic digits), "nan", "inf".
+_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    """The file's text as UTF-8 (a BOM is allowed); UTF-16 and other encodings get a clear error."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataFormatError(f"{path}: the file is UTF-16 encoded; save it as UTF-8 (expected a UTF-8 CSV)")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise DataFormatError(
+            f"{path}, line {line}: not valid UTF-8 (byte 0x{raw[err.start]:02x}); save the file as UTF-8"
+        ) from None
 
 
 def _sha256(path: Path) -> str:
@@ -45,8 +62,16 @@ def read_text_csv(path: str | Path) -> CanonicalDataset:
     splits: dict[str, list[Segment]] = {s: [] for s in SPLITS}
     first_line: dict[str, int] = {}
     dropped: dict[str, list[str]] = {"empty": [], "no_fold": []}
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
+    text = _decode(path, path.read_bytes())
+    pulled = [0]  # lines handed to the csv module: the line of a csv.Error (its line_num lags)
+
+    def lines():
+        for line in io.StringIO(text, newline=""):
+            pulled[0] += 1
+            yield line
+
+    reader = csv.DictReader(lines())
+    try:
         columns = reader.fieldnames or []
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
         if missing:
@@ -68,10 +93,7 @@ def read_text_csv(path: str | Path) -> CanonicalDataset:
                 )
             first_line[seg_id] = line
             raw_label = row["label"].strip()
-            try:
-                label = float(raw_label)
-            except ValueError:
-                label = math.nan
+            label = float(raw_label) if _NUMBER.fullmatch(raw_label) else math.nan
             if not math.isfinite(label) or not -3.0 <= label <= 3.0:
                 raise DataFormatError(
                     f"{where}, field 'label': expected a sentiment score in [-3, 3], got {raw_label!r}"
@@ -90,6 +112,8 @@ def read_text_csv(path: str | Path) -> CanonicalDataset:
                 dropped["empty"].append(seg_id)
                 continue
             splits[split].append(Segment(id=seg_id, label=label, words=words))
+    except csv.Error as err:  # a field over csv.field_size_limit(), a NUL byte, an unclosed quote
+        raise DataFormatError(f"{path}, line {pulled[0]}: not a readable CSV row ({err})") from None
 
     for split in SPLITS:
         if not splits[split]:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from misalatch.data.canonical import SPLITS, CanonicalDataset, Segment
-from misalatch.data.safe_pickle import record_drops, NonFiniteCounter, describe, safe_load, source_entry
+from misalatch.data.safe_pickle import MAX_WORD_ID, NonFiniteCounter, describe, record_drops, safe_load, source_entry
 from misalatch.errors import ConfigError, DataFormatError
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,12 @@ def _find(folder: Path, name: str, *, required: bool = True) -> Path | None:
     return None
 
 
-def _key(raw: Any) -> str:
+def _key(raw: Any, where: str = "<ids>") -> str:
     """Ids are integers in the release; compare them as strings (``286943`` stays an id, DATA.md §11.4)."""
     if isinstance(raw, (float, np.floating)) and float(raw).is_integer():
         raw = int(raw)
+    if isinstance(raw, (bool, np.bool_)) or not isinstance(raw, (int, np.integer, str)):
+        raise DataFormatError(f"{where}: field 'id' must be an int or str id, found {type(raw).__name__} {raw!r:.40}")
     return str(raw)
 
 
@@ -71,13 +73,11 @@ def _parse_labels(obj: Any, path: Path) -> dict[str, int]:
         raise DataFormatError(f"{path}: expected a non-empty dict {{id: 0 or 1}}, found {describe(obj)}")
     out: dict[str, int] = {}
     for raw_id, value in obj.items():
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            v = float("nan")
+        numeric = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+        v = float(value) if numeric else float("nan")  # "1" or True are not labels; NaN is no class
         if v not in (0.0, 1.0):
-            raise DataFormatError(f"{path}: id {raw_id!r}: humour label must be 0 or 1, found {value!r}")
-        out[_key(raw_id)] = int(v)
+            raise DataFormatError(f"{path}: id {raw_id!r}: field 'label': humour label must be 0 or 1, found {value!r}")
+        out[_key(raw_id, str(path))] = int(v)
     return out
 
 
@@ -92,7 +92,7 @@ def _parse_folds(obj: Any, path: Path) -> dict[str, list[str]]:
         if not isinstance(ids, (list, tuple, np.ndarray)):
             raise DataFormatError(f"{path}: fold {fold!r} must be a list of ids, found {describe(ids)}")
         split = FOLD_NAMES[fold]
-        keys = [_key(i) for i in ids]
+        keys = [_key(i, f"{path}: fold {fold!r}") for i in ids]
         for k in keys:
             if k in seen:
                 raise DataFormatError(f"{path}: id {k} is in both fold {seen[k]!r} and fold {split!r}")
@@ -134,7 +134,7 @@ def read_urfunny_labels(
 def _by_key(obj: Any, path: Path, what: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise DataFormatError(f"{path}: expected a dict {{id: {what}}}, found {describe(obj)}")
-    return {_key(k): v for k, v in obj.items()}
+    return {_key(k, str(path)): v for k, v in obj.items()}
 
 
 def _entry(table: dict[str, Any], seg_id: str, key: str, path: Path) -> Any:
@@ -142,6 +142,31 @@ def _entry(table: dict[str, Any], seg_id: str, key: str, path: Path) -> Any:
     if not isinstance(entry, dict) or key not in entry:
         raise DataFormatError(f"{path}: id {seg_id}: expected a dict with key {key!r}, found {describe(entry)}")
     return entry[key]
+
+
+def _indexes(raw: Any, at: str, *, limit: int) -> np.ndarray:
+    """Word indexes: whole numbers in ``0..limit-1`` (a forged 10**12 is refused before any use)."""
+    if isinstance(raw, np.ndarray):
+        arr = raw
+    elif isinstance(raw, (list, tuple)) and all(
+            isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in raw):
+        arr = np.asarray(raw, dtype=np.float64) if raw else np.zeros(0, np.int64)
+    else:
+        raise DataFormatError(f"{at}: field 'punchline_embedding_indexes' must be a list of integers, "
+                              f"found {describe(raw)}")
+    if arr.size and (arr.ndim != 1 or arr.dtype.kind not in "iuf"):
+        raise DataFormatError(f"{at}: field 'punchline_embedding_indexes' must be a list of integers, "
+                              f"found {describe(arr)}")
+    arr = arr.reshape(-1)
+    if arr.size:
+        values = arr.astype(np.float64)
+        if not np.all(np.isfinite(values)) or np.any(values != np.floor(values)):
+            raise DataFormatError(f"{at}: field 'punchline_embedding_indexes' holds non-integer values")
+        if values.min() < 0 or values.max() >= limit:
+            bad = values.max() if values.max() >= limit else values.min()
+            raise DataFormatError(f"{at}: field 'punchline_embedding_indexes' holds index {bad:.0f}, outside "
+                                  f"0..{limit - 1}")
+    return arr.astype(np.int64)
 
 
 def _znorm(x: np.ndarray) -> np.ndarray:
@@ -230,16 +255,20 @@ def read_urfunny(
             if seg_id not in text or seg_id not in covarep or seg_id not in openface:
                 drops["missing_modality"] += 1
                 continue
-            idx = np.asarray(_entry(text, seg_id, "punchline_embedding_indexes", paths["text"]))
-            if idx.size and (idx.ndim != 1 or not np.issubdtype(idx.dtype, np.number)):
-                raise DataFormatError(f"{at}: punchline_embedding_indexes must be a list of integers")
-            idx = idx.astype(np.int64).reshape(-1)
+            idx = _indexes(_entry(text, seg_id, "punchline_embedding_indexes", paths["text"]), at,
+                           limit=MAX_WORD_ID if embedding is None else embedding.shape[0] - TEXT_ID_OFFSET)
             a = _features(_entry(covarep, seg_id, "punchline_features", paths["covarep"]), at, "acoustic", nonfinite)
             v = _features(_entry(openface, seg_id, "punchline_features", paths["openface"]), at, "visual", nonfinite)
             words = None
             if version == 2:
                 sentence = _entry(text, seg_id, "punchline_sentence", paths["text"])
-                words = sentence.split() if isinstance(sentence, str) else [str(w) for w in sentence]
+                if isinstance(sentence, str):
+                    words = sentence.split()
+                elif isinstance(sentence, (list, tuple)) and all(isinstance(w, str) for w in sentence):
+                    words = list(sentence)
+                else:
+                    raise DataFormatError(f"{at}: field 'punchline_sentence' must be a str or a list of str, "
+                                          f"found {describe(sentence)}")
             lengths = {len(idx), a.shape[0], v.shape[0]} | ({len(words)} if words is not None else set())
             if len(lengths) > 1:
                 drops["length_mismatch"] += 1
@@ -251,11 +280,6 @@ def read_urfunny(
             if len(idx) == 0:
                 drops["empty"] += 1
                 continue
-            if embedding is not None and (idx.min() < 0 or idx.max() >= embedding.shape[0] - TEXT_ID_OFFSET):
-                raise DataFormatError(
-                    f"{at}: word index {int(idx.max())} outside the {embedding.shape[0] - TEXT_ID_OFFSET} "
-                    f"vectors of {paths['embedding'].name}"
-                )
             if normalize:
                 a, v = _znorm(a), _znorm(v)
             segs.append(

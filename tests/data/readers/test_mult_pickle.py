@@ -66,7 +66,7 @@ def test_humor_is_binary_classification(tmp_path):
 @pytest.mark.parametrize("change, pattern", [
     (lambda r: r.pop("test"), r"expected a MulT dict with splits"),
     (lambda r: r["valid"].pop("labels"), r"split 'valid': expected keys"),
-    (lambda r: r["train"].update(labels=r["train"]["labels"][:-2]), r"split 'train': 'labels' has shape \(3, 1, 1\)"),
+    (lambda r: r["train"].update(labels=r["train"]["labels"][:-2]), r"split 'train': field 'labels' has shape \(3, 1, 1\)"),
     (lambda r: r["train"].update(audio=r["train"]["audio"][:-1]), r"key 'audio' has 4 samples but 'text' has 5"),
     (lambda r: r["test"].update({k: v[:0] for k, v in r["test"].items()}), r"split 'test': split is empty"),
     (lambda r: r["valid"].update(vision=r["valid"]["vision"][:, :, 0]), r"key 'vision' must be an array \(N, T, d\)"),

@@ -102,7 +102,7 @@ def test_v2_release_folder(tmp_path):
 
 
 @pytest.mark.parametrize("file, value, pattern", [
-    ("humor_label_sdk.pkl", {0: 2.0}, r"humor_label_sdk.pkl: id 0: humour label must be 0 or 1"),
+    ("humor_label_sdk.pkl", {0: 2.0}, r"humor_label_sdk.pkl: id 0: field 'label': humour label must be 0 or 1"),
     ("data_folds.pkl", {"train": [1, 2], "dev": [2], "test": [3]}, r"data_folds.pkl: id 2 is in both fold"),
     ("data_folds.pkl", {"train": [1], "dev": [], "test": [3]}, r"data_folds.pkl: fold 'dev' is empty"),
     ("data_folds.pkl", [1, 2, 3], r"data_folds.pkl: expected \{'train', 'dev', 'test'\} id lists"),

@@ -1,0 +1,185 @@
+"""Runs and sweeps side by side: one table (Markdown / CSV) and a bar chart with error bars.
+
+Each folder given is read with :func:`misalatch.experiments.folders.read_results`; every variant of
+a sweep, a ``train --seeds`` folder and a single run become one row each, so a published sweep can
+be put next to the run you trained this morning. Means and sample standard deviations (ddof = 1)
+come from the per-seed values; a single run has no std (shown without "±", no error bar).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from misalatch.errors import ConfigError
+from misalatch.evaluation.metrics import CLASSIFICATION_KEYS, REGRESSION_KEYS
+from misalatch.evaluation.report import format_mean_std, metric_label
+from misalatch.experiments.folders import Results, Stat, read_results
+
+COMPARISON_FORMAT = "misalatch-comparison"
+OUTPUT_FILES = ("comparison.md", "comparison.csv", "comparison.png", "comparison.json")
+CHART_METRICS = {"regression": ("mae", "corr", "acc2_non0", "acc7"), "classification": ("acc", "f1")}
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    source: str  # the folder as given
+    kind: str  # run | seeds | sweep
+    variant: str
+    params: dict[str, Any]
+    seeds: tuple[int, ...]
+    metrics: dict[str, Stat]  # of the chosen split
+
+    @property
+    def label(self) -> str:
+        return self.variant if self.kind != "sweep" else f"{Path(self.source).name}/{self.variant}"
+
+    @property
+    def n(self) -> int:
+        return max((s.n for s in self.metrics.values()), default=0)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    split: str
+    metrics: tuple[str, ...]
+    rows: tuple[ComparisonRow, ...]
+
+
+def _default_metrics(results: Sequence[Results], split: str) -> tuple[str, ...]:
+    present: dict[str, None] = {}
+    for r in results:
+        for v in r.variants:
+            for name in v.metrics.get(split, {}):
+                present.setdefault(name, None)
+    preferred = REGRESSION_KEYS + CLASSIFICATION_KEYS
+    return tuple([k for k in preferred if k in present] + [k for k in present if k not in preferred])
+
+
+def compare(paths: Sequence[str | Path], *, split: str = "test", metrics: Sequence[str] | None = None) -> Comparison:
+    """Read every folder and line their variants up on ``split`` ("test" or "validation")."""
+    if split not in ("test", "validation"):
+        raise ConfigError(f"split {split!r}: expected test or validation")
+    if not paths:
+        raise ConfigError("compare: give at least one run or sweep folder")
+    results = [read_results(p) for p in paths]
+    chosen = tuple(metrics) if metrics else _default_metrics(results, split)
+    known = set(_default_metrics(results, split))
+    unknown = [m for m in chosen if m not in known]
+    if unknown:
+        raise ConfigError(f"--metrics: {', '.join(unknown)} not in any of the results (have {', '.join(sorted(known))})")
+    rows = []
+    for given, result in zip(paths, results):
+        for variant in result.variants:
+            rows.append(ComparisonRow(str(given), result.kind, variant.key, dict(variant.params),
+                                      tuple(variant.seeds), dict(variant.metrics.get(split, {}))))
+    return Comparison(split, chosen, tuple(rows))
+
+
+# ----------------------------------------------------------------------------------------------
+# renderings
+# ----------------------------------------------------------------------------------------------
+def _cell(row: ComparisonRow, metric: str) -> str:
+    stat = row.metrics.get(metric)
+    return "–" if stat is None else format_mean_std(metric, stat.mean, stat.std, stat.n)
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
+
+
+def to_markdown(comparison: Comparison) -> str:
+    """A Markdown table: one row per run / variant, ``mean ± std`` per metric, n and seeds."""
+    header = ["run / variant", "kind", *[metric_label(m) for m in comparison.metrics], "n", "seeds"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
+    for row in comparison.rows:
+        cells = [_md_escape(row.label), row.kind, *[_cell(row, m) for m in comparison.metrics], str(row.n),
+                 " ".join(str(s) for s in row.seeds)]
+        lines.append("| " + " | ".join(cells) + " |")
+    note = (f"\n{comparison.split} split; mean ± sample std (ddof = 1) over seeds; accuracies and F1 in %, "
+            "a single run has no std.\n")
+    return "\n".join(lines) + "\n" + note
+
+
+def to_csv(comparison: Comparison) -> str:
+    """Unrounded values: source, kind, variant, split, n, seeds, ``<metric>_mean`` / ``_std``."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["source", "kind", "variant", "split", "n", "seeds",
+                     *[f"{m}_{s}" for m in comparison.metrics for s in ("mean", "std")]])
+    for row in comparison.rows:
+        values = []
+        for m in comparison.metrics:
+            stat = row.metrics.get(m)
+            values += ["", ""] if stat is None else [repr(stat.mean), repr(stat.std)]
+        writer.writerow([row.source, row.kind, row.variant, comparison.split, row.n,
+                         " ".join(str(s) for s in row.seeds), *values])
+    return buffer.getvalue()
+
+
+def to_json(comparison: Comparison) -> dict[str, Any]:
+    def stat(s: Stat) -> dict[str, Any]:
+        def clean(x: float) -> float | None:
+            return None if math.isnan(x) else x
+
+        return {"mean": clean(s.mean), "std": clean(s.std), "n": s.n, "values": [clean(v) for v in s.values]}
+
+    return {"format": COMPARISON_FORMAT, "version": 1, "split": comparison.split, "metrics": list(comparison.metrics),
+            "rows": [{"source": r.source, "kind": r.kind, "variant": r.variant, "params": r.params,
+                      "seeds": list(r.seeds), "metrics": {m: stat(s) for m, s in r.metrics.items()}}
+                     for r in comparison.rows]}
+
+
+def chart_metrics(comparison: Comparison) -> tuple[str, ...]:
+    task = "classification" if "acc" in comparison.metrics and "mae" not in comparison.metrics else "regression"
+    preferred = [m for m in CHART_METRICS[task] if m in comparison.metrics]
+    return tuple(preferred or comparison.metrics[:4])
+
+
+def bar_chart(comparison: Comparison, metrics: Sequence[str] | None = None) -> Any:
+    """A matplotlib Figure: one panel per metric, one bar per row, error bars = sample std."""
+    import numpy as np
+
+    from misalatch.evaluation.plots import new_figure
+
+    chosen = tuple(metrics) if metrics else chart_metrics(comparison)
+    rows = comparison.rows
+    fig = new_figure(max(4.0, 3.2 * len(chosen)), 3.4 + 0.12 * max(len(r.label) for r in rows))
+    axes = np.atleast_1d(fig.subplots(1, len(chosen)))
+    colours = [f"C{i % 10}" for i in range(len(rows))]
+    for ax, metric in zip(axes, chosen):
+        scale = 100.0 if metric.startswith(("acc", "f1")) else 1.0
+        means = [scale * r.metrics[metric].mean if metric in r.metrics else np.nan for r in rows]
+        errors = [scale * r.metrics[metric].std if metric in r.metrics and r.metrics[metric].n > 1 else 0.0
+                  for r in rows]
+        errors = [0.0 if math.isnan(e) else e for e in errors]
+        ax.bar(range(len(rows)), means, yerr=errors, capsize=3, color=colours)
+        ax.set_xticks(range(len(rows)), [r.label for r in rows], rotation=45, ha="right", fontsize=8)
+        ax.set_title(metric_label(metric), fontsize=10)
+        finite = [m for m in means if not math.isnan(m)]
+        if finite and metric.startswith(("acc", "f1")):
+            ax.set_ylim(max(0.0, min(finite) - 15.0), min(100.0, max(finite) + 10.0))
+    fig.suptitle(f"{comparison.split} split, mean ± sample std over seeds", fontsize=10)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# output folder (never a user's files)
+# ----------------------------------------------------------------------------------------------
+def write_comparison(comparison: Comparison, out: str | Path, *, overwrite: bool = False) -> dict[str, Path]:
+    """``comparison.md``, ``.csv``, ``.png`` and ``.json`` in a new folder ``out`` (an owned output
+    folder: with ``overwrite`` an earlier comparison is replaced, a folder of yours never is)."""
+    from misalatch.evaluation.plots import figure_png
+    from misalatch.io.owned import claim_output
+
+    chart = figure_png(bar_chart(comparison))  # everything computed before the folder is claimed
+    with claim_output(out, "compare", overwrite=overwrite) as output:
+        output.write_text("comparison.md", to_markdown(comparison))
+        output.write_text("comparison.csv", to_csv(comparison))
+        output.write_bytes("comparison.png", chart)
+        output.write_json("comparison.json", to_json(comparison), default=str)
+    return {name: Path(out) / name for name in OUTPUT_FILES}

@@ -1,0 +1,123 @@
+"""misalatch compare: runs, multi-seed folders and sweeps in one table; per-run plots; clear errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from misalatch.cli import main as cli_main
+from misalatch.errors import ConfigError, DataFormatError
+from misalatch.experiments.compare import compare, to_csv, to_markdown, write_comparison
+from misalatch.experiments.folders import read_results
+from tests.experiments.conftest import TinyRuns, make_sweep, sweep_document
+
+
+def test_every_run_has_prediction_plots(tiny_runs: TinyRuns, tmp_path: Path) -> None:
+    import matplotlib.image
+
+    for run in (tiny_runs.misa, tiny_runs.feedback):
+        for name in ("scatter-test.png", "confusion-test.png", "curves.png"):
+            pixels = matplotlib.image.imread(str(run / name))
+            assert float(pixels.var()) > 0, (run, name)
+    # misalatch evaluate draws them too, for each split, named after its evaluation file
+    run = tmp_path / "run"
+    shutil.copytree(tiny_runs.misa, run)
+    assert cli_main(["evaluate", str(run), "--device", "cpu"]) == 0
+    for split in ("valid", "test"):
+        for kind in ("scatter", "confusion"):
+            assert float(matplotlib.image.imread(str(run / f"evaluation-{kind}-{split}.png")).var()) > 0
+    assert cli_main(["evaluate", str(run), "--device", "cpu", "--out", str(tmp_path / "e2.json"), "--no-plots"]) == 0
+    assert not list(run.glob("e2-*.png")) and not list(tmp_path.glob("*.png"))
+
+
+def test_compare_run_and_sweep(tiny_runs: TinyRuns, sweep_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    document = json.loads((sweep_dir / "results.json").read_text())
+    comparison = compare([tiny_runs.misa, sweep_dir])
+    assert [r.label for r in comparison.rows] == ["misa", "sweep/none", "sweep/static"]
+    run_metrics = json.loads((tiny_runs.misa / "metrics.json").read_text())["test"]
+    assert comparison.rows[0].metrics["mae"].mean == run_metrics["mae"] and comparison.rows[0].n == 1
+    none = document["variants"][0]["test"]
+    assert comparison.rows[1].metrics["mae"].mean == none["mae"]["mean"]
+    assert comparison.rows[1].metrics["mae"].std == pytest.approx(none["mae"]["std"])
+
+    markdown = to_markdown(comparison)
+    mae = none["mae"]
+    assert f"| sweep/none | sweep | {mae['mean']:.3f} ± {mae['std']:.3f} | " in markdown
+    table = list(csv.DictReader(io.StringIO(to_csv(comparison))))
+    assert float(table[1]["mae_mean"]) == none["mae"]["mean"] and table[1]["seeds"] == "1111 1112"
+    assert table[2]["variant"] == "static" and table[2]["n"] == "2"
+
+    out = tmp_path / "cmp"
+    assert cli_main(["compare", str(tiny_runs.misa), str(sweep_dir), "--out", str(out), "--metrics", "mae", "corr"]) == 0
+    printed = capsys.readouterr().out
+    assert "| misa | run |" in printed and "Acc-7" not in printed.split("written:")[0]
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.csv", "comparison.json", "comparison.md", "comparison.png",
+                                                     "run.json"]  # run.json: the owned-folder marker
+    import matplotlib.image
+
+    assert float(matplotlib.image.imread(str(out / "comparison.png")).var()) > 0
+    # an earlier comparison is replaced only with --overwrite; a user's folder never
+    assert cli_main(["compare", str(sweep_dir), "--out", str(out)]) == 1
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert cli_main(["compare", str(sweep_dir), "--out", str(out), "--overwrite"]) == 0
+    assert "misa" not in (out / "comparison.md").read_text()
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("my notes")
+    for overwrite in (False, True):
+        with pytest.raises(ConfigError, match="misalatch did not (create|write)|no misalatch run.json"):
+            write_comparison(comparison, user, overwrite=overwrite)
+    assert sorted(p.name for p in user.iterdir()) == ["notes.txt"] and (user / "notes.txt").read_text() == "my notes"
+
+
+def test_seeds_folder(tiny_runs: TinyRuns, tmp_path: Path) -> None:
+    folder = tmp_path / "multi"
+    for seed in (1, 2):
+        shutil.copytree(tiny_runs.misa, folder / f"seed-{seed}")
+    (folder / "aggregate.json").write_text("{}")
+    results = read_results(folder)
+    assert results.kind == "seeds" and results.variants[0].n == 2
+
+
+def test_clear_errors(tiny_runs: TinyRuns, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli_main(["compare", str(empty)]) == 1
+    assert "neither a run folder" in capsys.readouterr().err
+    assert cli_main(["compare", str(tmp_path / "absent")]) == 1
+    assert "no such folder" in capsys.readouterr().err
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.yaml").write_text("data: synthetic\n")
+    with pytest.raises(ConfigError, match="has not finished"):
+        read_results(unfinished)
+
+    bad = sweep_document()
+    bad["variants"][0]["test"]["mae"]["mean"] = "0.5; DROP TABLE"
+    folder = make_sweep(tmp_path / "bad", tiny_runs, bad)
+    with pytest.raises(DataFormatError, match=r"results.json, field 'variants\[0\].test.mae.mean': expected a number"):
+        read_results(folder)
+    (folder / "results.json").write_text('{"format": "misalatch-sweep-results", "version": 99}')
+    with pytest.raises(DataFormatError, match="version 99 is not supported"):
+        read_results(folder)
+    (folder / "results.json").write_text("{not json")
+    with pytest.raises(DataFormatError, match="not valid JSON"):
+        read_results(folder)
+    with pytest.raises(ConfigError, match="not in any of the results"):
+        compare([tiny_runs.misa], metrics=["nope"])
+
+
+def test_run_dirs_outside_the_sweep_are_not_followed(tiny_runs: TinyRuns, tmp_path: Path) -> None:
+    document = sweep_document()
+    document["variants"][0]["runs"][0]["run_dir"] = "../../etc"
+    document["variants"][0]["runs"][1]["run_dir"] = str(tiny_runs.misa)  # absolute
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(document))
+    runs = read_results(folder).variants[0].runs
+    assert [r.run_dir for r in runs] == [None, None]
