@@ -17,6 +17,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     .venv/bin/python -m pip install --quiet --no-deps -e .
     echo "$want" > "$stamp"
 fi
+# A PostgreSQL server for the distributed-sweep tests (tests/experiments): Debian's package, only
+# when no server binaries are present and only as root (the tests skip, saying why, without it).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql
+fi
 # Chromium, for the headless-browser test of `misalatch report` (Debian's package; needs root).
 # Without root or apt the test is skipped and says why.
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then

@@ -37,6 +37,8 @@ COMMANDS: dict[str, tuple[str, Command]] = {
     "check-parity": ("compare the MISA model with golden vectors of the original code", _lazy("misalatch.cli.check_parity", "main")),
     "prepare": ("read a dataset in any standard format into a prepared folder", _lazy("misalatch.cli.prepare", "main")),
     "masks": ("export feedback masks, heatmaps and statistics of a trained run", _lazy("misalatch.cli.masks", "main")),
+    "sweep": ("run variants × seeds as one Optuna study (joinable); mean ± std and paired tests", _lazy("misalatch.cli.sweep", "main")),
+    "search": ("validation-only hyper-parameter search (Optuna TPE, pruning); exports the best config", _lazy("misalatch.cli.search", "main")),
     "download": ("fetch a public CMU-SDK file with sha256 verification", _lazy("misalatch.cli.download", "main")),
     "compare": ("runs and sweeps side by side: one table and a bar chart", _lazy("misalatch.cli.compare", "main")),
     "report": ("one self-contained HTML page of a sweep or run", _lazy("misalatch.cli.report", "main")),

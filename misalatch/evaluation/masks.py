@@ -31,7 +31,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, BinaryIO, Iterable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -243,7 +243,15 @@ def _new_figure(width: float, height: float):
     return fig
 
 
-def plot_heatmap(collected: CollectedMasks, index: int, path: Path) -> None:
+def _save(fig: Any, target: Path | BinaryIO) -> None:
+    """A PNG into a file (atomically) or into an open binary stream (the HTML report embeds it)."""
+    if hasattr(target, "write"):
+        fig.savefig(target, format="png", dpi=100)
+    else:
+        atomic_savefig(fig, target, dpi=100)
+
+
+def plot_heatmap(collected: CollectedMasks, index: int, path: Path | BinaryIO) -> None:
     """Feature × time heatmaps of one sample's masks (colour scale 0–1), one panel per modality."""
     fig = _new_figure(9.0, 8.0)
     axes = fig.subplots(len(MODALITIES), 1)
@@ -259,10 +267,10 @@ def plot_heatmap(collected: CollectedMasks, index: int, path: Path) -> None:
     # parse_math=False: ids such as "vid$_$clip" must not be read as mathtext
     fig.suptitle(f"{collected.feedback} masks, segment {collected.ids[index]} (label {label:g})", fontsize=10,
                  parse_math=False)
-    atomic_savefig(fig, path, dpi=100)
+    _save(fig, path)
 
 
-def plot_mean_mask(collected: CollectedMasks, path: Path) -> None:
+def plot_mean_mask(collected: CollectedMasks, path: Path | BinaryIO) -> None:
     """Mean mask per feature (over every valid step of every sample), one panel per modality."""
     fig = _new_figure(9.0, 7.0)
     axes = fig.subplots(len(MODALITIES), 1)
@@ -278,7 +286,7 @@ def plot_mean_mask(collected: CollectedMasks, path: Path) -> None:
         ax.set_title(f"{m}: mean mask per feature", fontsize=9)
         ax.set_xlabel("feature", fontsize=8)
     fig.suptitle(f"{collected.feedback} masks, {len(collected)} samples", fontsize=10)
-    atomic_savefig(fig, path, dpi=100)
+    _save(fig, path)
 
 
 def export_masks(collected: CollectedMasks, out_dir: str | Path, *, samples: int | Sequence[str] = 4,

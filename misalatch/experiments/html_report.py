@@ -159,10 +159,10 @@ def _masks_in_memory(run_dir: Path, split: str, device: str) -> tuple[list[Image
                               device=run.device)
     images = []
     buffer = io.BytesIO()
-    plot_mean_mask(collected, buffer)  # type: ignore[arg-type]  (savefig takes a file object)
+    plot_mean_mask(collected, buffer)
     images.append(Image("mean mask per feature", buffer.getvalue()))
     buffer = io.BytesIO()
-    plot_heatmap(collected, 0, buffer)  # type: ignore[arg-type]
+    plot_heatmap(collected, 0, buffer)
     images.append(Image(f"heatmap of segment {collected.ids[0]}", buffer.getvalue()))
     return images, summarize(collected)
 

@@ -23,6 +23,9 @@ from misalatch.errors import ConfigError
 from misalatch.models.config import FEEDBACK_VARIANTS
 
 BATCH_SIZES = {"mosi": 64, "mosei": 16, "ur_funny": 32}
+# Feedback masks start near-constant and only later learn which steps to gate; early stopping must
+# not judge them before that (docs/experiments.md, "Early stopping for feedback variants").
+FEEDBACK_WARMUP_EPOCHS = 10
 
 # tyro turns an exception raised while it builds the dataclass into a usage box and exit status 2;
 # command lines are therefore parsed without validation and validated afterwards, so that a bad
@@ -122,6 +125,9 @@ class TrainConfig:
     """Upper bound on epochs."""
     patience: int = 6
     """Non-improving epochs tolerated; patience + 1 in a row trigger a restore."""
+    warmup_epochs: Optional[int] = None
+    """Epochs before patience starts counting (the best checkpoint is still kept); default 0 without
+    feedback, 10 with a feedback variant, whose masks need time to take off."""
     trials: int = 1
     """Times the best checkpoint is restored with a decayed learning rate before stopping."""
     lr_decay: float = 0.5
@@ -140,6 +146,8 @@ class TrainConfig:
     """Dev loss for model selection: mean of batch means (original) or over samples."""
     max_batches_per_epoch: Optional[int] = None
     """Cap on training batches per epoch (smoke tests)."""
+    evaluate_test: bool = True
+    """Evaluate the best checkpoint on the test split; off for hyper-parameter search trials."""
 
     seed: int = 1111
     """Seed for Python, NumPy, torch and the batch shuffling."""
@@ -177,6 +185,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_wordpieces < 3:
             raise ConfigError("max_wordpieces must leave room for [CLS], one wordpiece and [SEP] (>= 3)")
+        if self.warmup_epochs is not None and self.warmup_epochs < 0:
+            raise ConfigError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if self.patience < 0:
             raise ConfigError(f"patience must be >= 0, got {self.patience}")
         if self.batch_size is not None and self.batch_size < 1:
@@ -202,6 +212,12 @@ class TrainConfig:
             raise ConfigError(f"clip_value must be >= 0, got {self.clip_value}")
         if len(self.synthetic_size) != 3 or min(self.synthetic_size) < 1:
             raise ConfigError(f"synthetic_size needs three positive sizes (train valid test), got {self.synthetic_size}")
+
+    @property
+    def resolved_warmup_epochs(self) -> int:
+        if self.warmup_epochs is not None:
+            return self.warmup_epochs
+        return 0 if self.feedback == "none" else FEEDBACK_WARMUP_EPOCHS
 
     @property
     def run_seeds(self) -> tuple[int, ...]:

@@ -134,19 +134,23 @@ def fit(
     max_batches_per_epoch: int | None = None,
     on_improvement: Callable[[int, SplitEvaluation, torch.optim.Optimizer], None] | None = None,
     schedule: PlateauSchedule | None = None,
+    warmup_epochs: int = 0,
     on_epoch_end: Callable[[ResumeState], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
     resume: ResumeState | None = None,
 ) -> FitResult:
     """Train until early stopping or ``max_epochs``; the model ends holding the best weights.
 
     ``on_epoch_end`` receives, after every epoch, everything needed to continue exactly from there
     (the caller writes it to disk); ``resume`` is such a state: training continues with the next
-    epoch as if it had never stopped (same batches, same dropout masks, same counters).
+    epoch as if it had never stopped (same batches, same dropout masks, same counters, the same
+    place in the warm-up). ``on_epoch`` then sees the epoch's history row (e.g. a search pruner);
+    it may raise to stop.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
     scheduler = schedule.build(optimizer) if schedule is not None else None
-    stopper = EarlyStopping(patience, trials)
+    stopper = EarlyStopping(patience, trials, warmup_epochs)
     keep_best_optim = trials > 1  # only a later restore reads the best epoch's optimiser state
     result = FitResult(best_epoch=0, best_dev_loss=math.inf)
     steps = num_batches(len(train), batch_size, max_batches_per_epoch)
@@ -159,7 +163,7 @@ def fit(
         model.load_state_dict(resume.model if resume.model is not None else best_model)
         optimizer.load_state_dict(resume.optimizer)
         best_optim = resume.best_optimizer if resume.best_optimizer is not None else copy.deepcopy(optimizer.state_dict())
-        stopper.load_state(resume.stopper)
+        stopper.load_state(resume.stopper, epoch=resume.epoch)
         result.best_epoch, result.best_dev_loss = resume.best_epoch, resume.best_dev_loss
         result.history = list(resume.history)
         restore_rng_state(resume.rng, generator)
@@ -236,6 +240,8 @@ def fit(
                 history=result.history, rng=rng_state(generator), stopped=decision.stop, best_model=best_model,
                 scheduler=scheduler.state_dict() if scheduler is not None else None,
             ))
+        if on_epoch is not None:
+            on_epoch(row)
         if decision.stop:
             break
     model.load_state_dict(best_model)

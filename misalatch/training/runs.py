@@ -14,7 +14,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from misalatch.errors import CheckpointError, ConfigError
 from misalatch.evaluation.aggregate import AggregateRow, aggregate, write_aggregate
@@ -58,7 +58,8 @@ class RunResult:
     best_epoch: int
     dev_loss: float
     validation: dict[str, float]
-    test: dict[str, float]
+    test: dict[str, float]  # empty when the config's evaluate_test is off
+    epochs_run: int = 0
 
 
 @dataclass
@@ -87,12 +88,15 @@ def plateau_schedule(cfg: TrainConfig) -> PlateauSchedule | None:
 
 
 def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
-               resume: ResumeState | None = None) -> RunResult:
-    """Fit one seed into ``output`` (under ``sub``), save its best checkpoint, evaluate it once on test.
+               resume: ResumeState | None = None,
+               on_epoch: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+    """Fit one seed into ``output`` (under ``sub``), save its best checkpoint, evaluate it once on test
+    (unless the config's ``evaluate_test`` is off: then the test split is never touched).
 
     After every epoch the best checkpoint (when the epoch improved) and the resumable state are
     committed as one unit; the first such commit swaps a staged run folder into place. With
-    ``resume`` the seed continues after the epoch that state was saved at.
+    ``resume`` the seed continues after the epoch that state was saved at. ``on_epoch`` sees every
+    epoch's history row after it was committed (a search trial reports and prunes there).
     """
     cfg = setup.config
     device = resolve_device(cfg.device)
@@ -128,25 +132,30 @@ def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
         batch_size=cfg.batch_size, lr=cfg.lr, clip_value=cfg.clip_value, max_epochs=cfg.max_epochs,
         patience=cfg.patience, trials=cfg.trials, lr_decay=cfg.lr_decay, dev_loss_reduction=cfg.dev_loss_reduction,
         generator=generator, device=device, max_batches_per_epoch=cfg.max_batches_per_epoch,
-        schedule=plateau_schedule(cfg), on_epoch_end=save_epoch, resume=resume,
+        schedule=plateau_schedule(cfg), warmup_epochs=cfg.resolved_warmup_epochs, on_epoch_end=save_epoch,
+        on_epoch=on_epoch, resume=resume,
     )
     write_history(output, sub, fit_result.history)
     # the model holds the best weights; evaluate validation (for the record) and test once
     kw = dict(batch_size=cfg.batch_size, device=device, reduction=cfg.dev_loss_reduction)
     valid = evaluate(model, setup.dataset.splits["valid"], setup.spec, **kw)
-    test = evaluate(model, setup.dataset.splits["test"], setup.spec, **kw)
-    write_prediction_plots(output, sub, test, setup.dataset.task)
-    metrics = {"validation": valid.metrics, "test": test.metrics, "dev_loss": valid.loss, "test_loss": test.loss,
+    test = evaluate(model, setup.dataset.splits["test"], setup.spec, **kw) if cfg.evaluate_test else None
+    test_metrics = test.metrics if test is not None else None
+    if test is not None:
+        write_prediction_plots(output, sub, test, setup.dataset.task)
+    metrics = {"validation": valid.metrics, "test": test_metrics, "dev_loss": valid.loss,
+               "test_loss": test.loss if test is not None else None,
                "best_epoch": fit_result.best_epoch, "epochs_run": len(fit_result.history), "seed": seed,
                "data": data_facts(setup.dataset), "text_encoder": setup.text.description}
     here = output.path / sub
     save_checkpoint(here, "best", model, register=register,
                     sidecar={**sidecar_base, "epoch": fit_result.best_epoch,
-                             "metrics": {"validation": valid.metrics, "test": test.metrics, "dev_loss": valid.loss}})
+                             "metrics": {"validation": valid.metrics, "test": test_metrics, "dev_loss": valid.loss}})
     write_metrics(output, sub, metrics)  # last: metrics.json present = this seed is done
     if not cfg.keep_resume_state:
         remove_resume_state(here)  # the optimiser state is not needed any more: keep run folders small
-    return RunResult(seed, run_dir, fit_result.best_epoch, valid.loss, valid.metrics, test.metrics)
+    return RunResult(seed, run_dir, fit_result.best_epoch, valid.loss, valid.metrics, test_metrics or {},
+                     epochs_run=len(fit_result.history))
 
 
 def _sha_or_none(path: Path) -> str | None:
@@ -244,7 +253,7 @@ def _finished_seed(folder: Path, seed: int, keep_resume_state: bool) -> RunResul
     try:
         m = json.loads((folder / "metrics.json").read_text())
         result = RunResult(seed, folder, int(m["best_epoch"]), float(m["dev_loss"]), dict(m["validation"]),
-                           dict(m["test"]))
+                           dict(m["test"] or {}), int(m.get("epochs_run") or 0))
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{folder / 'metrics.json'}: unreadable ({err})") from err
     if not keep_resume_state:

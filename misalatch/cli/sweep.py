@@ -1,0 +1,178 @@
+"""``misalatch sweep``: flags of its own plus any ``misalatch train`` flag (also used by ``search``).
+
+The command's own flags are a typed dataclass (tyro); everything else on the line is a training
+flag, parsed by the train command's own parser. For a sweep, a training flag whose value is a comma
+list (``--feedback none,static``, ``--lr 1e-4,3e-4``) becomes a grid dimension; each value is
+parsed and checked by the same parser, one at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+import tyro
+
+from misalatch.errors import ConfigError
+from misalatch.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+_TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def split_argv(argv: list[str], own: type) -> tuple[list[str], list[str]]:
+    """Separate the flags of the dataclass ``own`` (and -h/--help) from the training flags."""
+    fields = {f.name.replace("_", "-"): f for f in dataclasses.fields(own)}
+    booleans = {name for name, f in fields.items() if f.type in (bool, "bool")}
+    mine, rest = [], []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name = arg[2:].split("=", 1)[0] if arg.startswith("--") else None
+        if arg in ("-h", "--help"):
+            mine.append(arg)
+        elif name is not None and (name in fields or (name.startswith("no-") and name[3:] in booleans)):
+            mine.append(arg)
+            if "=" not in arg and name in fields and name not in booleans:
+                if i + 1 >= len(argv):
+                    raise ConfigError(f"--{name} needs a value")
+                mine.append(argv[i + 1])
+                i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return mine, rest
+
+
+def grid_from_argv(argv: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """Pull comma lists out of training flags: (argv with the first value of each, {field: values})."""
+    out, grid = [], {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--") and arg not in ("--config",):
+            flag, eq, inline = arg.partition("=")
+            field = flag[2:].replace("-", "_")
+            value: Optional[str] = inline if eq else (argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else None)
+            if field in _TRAIN_FIELDS and value is not None and "," in value:
+                values = [v.strip() for v in value.split(",")]
+                if any(not v for v in values):
+                    raise ConfigError(f"{flag} {value}: an empty value in the comma list")
+                grid[field] = values
+                out += [flag, values[0]]
+                i += 1 if eq else 2
+                continue
+        out.append(arg)
+        i += 1
+    return out, grid
+
+
+def typed_values(base: TrainConfig, field: str, values: list[str]) -> tuple:
+    """Each raw value parsed by the train parser (choices and types checked), in order."""
+    flag = f"--{field.replace('_', '-')}"
+    parsed = []
+    for raw in values:
+        try:
+            cfg = tyro.cli(TrainConfig, default=base, args=[flag, raw], prog="misalatch sweep")
+        except SystemExit as err:
+            raise ConfigError(f"{flag} {','.join(values)}: {raw!r} is not a valid value") from err
+        parsed.append(getattr(cfg, field))
+    return tuple(parsed)
+
+
+# ----------------------------------------------------------------------------------------------
+# misalatch sweep
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SweepArgs:
+    """Run a grid of training settings × seeds as one Optuna study; write results.{md,csv,json,png}.
+
+    Any `misalatch train` flag applies to every run; a comma list (--feedback none,static,
+    --lr 1e-4,3e-4) makes it a dimension of the grid. Example:
+    misalatch sweep --data mosi --feedback none,sequence,static --seeds 1111,1112,1113 --out sweeps/mosi
+    """
+
+    out: Optional[str] = None
+    """Sweep folder: run folders, results and (by default) the study database. Required unless --join."""
+    seeds: str = ",".join(map(str, (1111, 1112, 1113, 1114, 1115)))
+    """Comma list of seeds, a dimension of the grid."""
+    storage: Optional[str] = None
+    """Optuna storage URL (default sqlite:///OUT/study.db); postgresql+psycopg2://..., mysql+pymysql://... or
+    journal:PATH let workers on other machines --join."""
+    study: Optional[str] = None
+    """Study name (default sweep-<folder name>)."""
+    join: bool = False
+    """Work on an existing sweep (grid and settings come from --storage/--study); no training flags."""
+    baseline: Optional[str] = None
+    """Values every variant is compared with (default none: feedback=none); e.g. static or feedback=none."""
+    retries: int = 1
+    """Extra attempts for a run that raised or whose worker died."""
+    heartbeat: int = 30
+    """Seconds between a worker's heartbeats."""
+    grace: Optional[int] = None
+    """Seconds without a heartbeat before a run is taken for dead and retried (default 4 × --heartbeat)."""
+    summarize: bool = False
+    """Only write results from the storage (nothing is trained)."""
+
+
+def parse_sweep(argv: list[str]):
+    """(SweepArgs, SweepSpec or None for --join) from a ``misalatch sweep`` command line."""
+    from misalatch.experiments.sweep import SweepSpec, default_baseline
+    from misalatch.cli.train import parse_train_args
+
+    mine, train_argv = split_argv(argv, SweepArgs)
+    if "-h" in mine or "--help" in mine:
+        tyro.cli(SweepArgs, args=["--help"], prog="misalatch sweep")
+    args = tyro.cli(SweepArgs, args=mine, prog="misalatch sweep")
+    if args.join:
+        if train_argv:
+            raise ConfigError(f"--join takes the grid and every setting from the study; remove {' '.join(train_argv)}")
+        if not args.storage or not args.study:
+            raise ConfigError("--join needs --storage URL and --study NAME (printed by the command that started the sweep)")
+        return args, None
+    if not args.out:
+        raise ConfigError("--out FOLDER is required (where the run folders and results go)")
+    train_argv, raw_grid = grid_from_argv(train_argv)
+    base = parse_train_args(train_argv)
+    if base.seeds:
+        raise ConfigError("give the sweep's seeds as a comma list: --seeds 1111,1112,1113")
+    try:
+        seeds = tuple(int(s) for s in args.seeds.replace(" ", ",").split(",") if s)
+    except ValueError:
+        raise ConfigError(f"--seeds {args.seeds}: expected a comma list of integers") from None
+    grid = {field: typed_values(base, field, values) for field, values in raw_grid.items()}
+    grid["seed"] = seeds
+    spec = SweepSpec(base, grid, default_baseline(grid, args.baseline))
+    return args, spec
+
+
+def main(argv: list[str]) -> int:
+    from misalatch.experiments.results import write_results
+    from misalatch.experiments.studies import Liveness, redact
+    from misalatch.experiments.sweep import join_sweep, progress, run_worker, start_sweep
+
+    args, spec = parse_sweep(argv)
+    liveness = Liveness(heartbeat_interval=args.heartbeat, grace_period=args.grace or 4 * args.heartbeat,
+                        retries=args.retries)
+    if spec is None:
+        sweep = join_sweep(args.storage, args.study, out=args.out, liveness=liveness)
+    else:
+        sweep = start_sweep(spec, args.out, storage=args.storage, study=args.study, liveness=liveness)
+        print(f"sweep {sweep.name}: {len(spec.variants())} variant(s) × {len(spec.seeds)} seed(s) = {spec.size} runs; "
+              f"storage {redact(sweep.storage_url)}")
+        print(f"join from another machine: misalatch sweep --join --storage '{redact(sweep.storage_url)}' "
+              f"--study {sweep.name}")
+    if not args.summarize:
+        run_worker(sweep, resume=spec is not None)
+    paths = write_results(sweep)
+    state = progress(sweep)
+    from misalatch.experiments.results import collect
+
+    doc = collect(sweep)
+    print(f"{len(state.complete)}/{spec.size if spec else sweep.spec.size} runs complete; results: {paths['md']}")
+    for failure in doc["failed"]:
+        print(f"FAILED {failure['key']} seed {failure['seed']} after {failure['attempts']} attempt(s): {failure['error']}")
+    return 1 if doc["failed"] else 0
