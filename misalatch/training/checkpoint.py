@@ -202,7 +202,7 @@ def read_sidecar(directory: str | Path, name: str) -> dict[str, Any]:
             f"{path}: format_version {meta.get('format_version')!r} is not supported (expected {FORMAT_VERSION})"
         )
     _require(meta, "config", dict, path)
-    _check_model_config(_require(meta, "model_config", dict, path), path)
+    _check_model_config(_require(meta, "model_config", dict, path), path, str(meta.get("model", "misa")))
     return meta
 
 
@@ -211,11 +211,17 @@ _MODEL_LIMITS = {"hidden_size": 1 << 14, "text_input_size": 1 << 15, "visual_siz
                  "vocab_size": 1 << 23, "num_classes": 1 << 12, "cmd_moments": 64}
 
 
-def _check_model_config(values: dict[str, Any], path: Path) -> None:
-    """Types and sizes of ``model_config`` from a sidecar, checked before a model is allocated."""
-    from misalatch.models.config import MisaConfig
+def _check_model_config(values: dict[str, Any], path: Path, model: str = "misa") -> None:
+    """Types and sizes of ``model_config`` from a sidecar, checked against the config class of the
+    model the sidecar names, before a model is allocated."""
+    from misalatch.errors import ConfigError
+    from misalatch.models.registry import get_model
 
-    for f in dataclasses.fields(MisaConfig):
+    try:
+        config_class = get_model(model).config_class
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: field 'model': {err}") from err
+    for f in dataclasses.fields(config_class):
         if f.name not in values or f.name == "bert_config":
             continue
         value, default = values[f.name], f.default

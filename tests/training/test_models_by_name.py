@@ -67,7 +67,6 @@ def test_mmlatch_refuses_a_misa_only_feedback_variant(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------------------
 # train -> evaluate / predict / masks, and the run folder's record
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.xfail(reason='known bug after the mmlatch/reliability merge: load_run of an MMLatch run fails sidecar validation (model_config.feedback is a bool); issue 11 stays open', strict=False)
 def test_mmlatch_trains_evaluates_predicts_and_exports_masks(tmp_path: Path) -> None:
     """The synthetic default (MiniLM text), tiny."""
     out = tmp_path / "run"
@@ -91,7 +90,6 @@ def test_mmlatch_trains_evaluates_predicts_and_exports_masks(tmp_path: Path) -> 
     assert summary["feedback"] == "mmlatch"
 
 
-@pytest.mark.xfail(reason='known bug after the mmlatch/reliability merge: load_run of an MMLatch run fails sidecar validation (model_config.feedback is a bool); issue 11 stays open', strict=False)
 def test_a_checkpoint_of_one_model_does_not_load_as_the_other(tmp_path: Path) -> None:
     from misalatch.training.run_dir import load_run
 
