@@ -36,7 +36,7 @@ import pickle
 import pickletools
 import re
 import struct
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -1072,7 +1072,7 @@ def describe(obj: object) -> str:
     return type(obj).__name__
 
 
-def record_drops(label: str, split: str, drops: "Counter[str]", dropped: "Counter[str]",
+def record_drops(label: str, split: str, drops: Counter[str], dropped: Counter[str],
                  dropped_by_split: dict[str, dict[str, int]]) -> None:
     """Add one split's drop counts to the dataset totals and log them once (shared by the readers)."""
     if drops:

@@ -187,7 +187,7 @@ def _label(metric: str) -> str:
 def results_markdown(doc: dict[str, Any]) -> str:
     sweep = doc["sweep"]
     lines = [f"# Sweep `{sweep['study']}`", "",
-             f"Grid: " + ", ".join(f"`{k}` = {', '.join(map(str, v))}" for k, v in sweep["grid"].items()) + ".  ",
+             "Grid: " + ", ".join(f"`{k}` = {', '.join(map(str, v))}" for k, v in sweep["grid"].items()) + ".  ",
              f"Storage: `{sweep['storage']}`. Mean ± sample std (ddof = 1) over seeds; n = complete runs.", ""]
     for split in ("test", "validation"):
         metrics = _metric_names(doc, split)

@@ -251,12 +251,12 @@ def spec_for(spec: BatchSpec, p: Perturbation) -> BatchSpec:
 def evaluate_perturbed(run: LoadedRun, segments: Sequence[Segment], p: Perturbation, scale: FeatureScale,
                        *, batch_size: int | None = None) -> SplitEvaluation:
     """Evaluate ``run`` on ``segments`` under ``p`` (the identity is plain :func:`evaluate`)."""
-    perturb = None
-    if not p.is_identity:
-        def perturb(batch: Batch) -> ModelInputs:
-            return perturb_inputs(batch.inputs, batch.ids, p, scale)
+    def perturb(batch: Batch) -> ModelInputs:
+        return perturb_inputs(batch.inputs, batch.ids, p, scale)
+
     return evaluate(run.model, segments, spec_for(run.spec, p), batch_size=batch_size or run.config.batch_size or 32,
-                    device=run.device, reduction=run.config.dev_loss_reduction, perturb=perturb)
+                    device=run.device, reduction=run.config.dev_loss_reduction,
+                    perturb=None if p.is_identity else perturb)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -50,14 +50,15 @@ from misalatch.experiments.studies import (
     attempts,
     default_storage,
     fail_stale,
+    heartbeat,
     json_safe,
-    journal_heartbeat,
     load_existing_study,
     open_storage,
     redact,
+    run_trial,
     worker_id,
 )
-from misalatch.experiments.sweep import train_run_folder
+from misalatch.experiments.sweep import run_folder_alive, train_run_folder
 from misalatch.io.atomic import atomic_write_text
 from misalatch.io.owned import check_target, claim_output, is_owned
 from misalatch.training.config import TrainConfig
@@ -239,7 +240,7 @@ def start_search(spec: SearchSpec, out: str | Path, *, storage: Optional[str] = 
     name = study or f"search-{out.resolve().name}"
     with folder_lock(out):
         _ensure_search_folder(out)
-        opt = optuna.create_study(study_name=name, storage=open_storage(url, liveness), sampler=_sampler(sampler_seed),
+        opt = optuna.create_study(study_name=name, storage=open_storage(url), sampler=_sampler(sampler_seed),
                                   pruner=_pruner(), direction=spec.direction, load_if_exists=True)
         existing = opt.user_attrs.get(STUDY_ATTR)
         if existing is not None:
@@ -256,7 +257,7 @@ def start_search(spec: SearchSpec, out: str | Path, *, storage: Optional[str] = 
 
 def join_search(storage: str, study: str, *, out: str | Path | None = None, liveness: Liveness = Liveness(),
                 sampler_seed: Optional[int] = None) -> Search:
-    store = open_storage(storage, liveness)
+    store = open_storage(storage)
     opt = load_existing_study(study, store, storage)
     doc = opt.user_attrs.get(STUDY_ATTR)
     if doc is None:
@@ -298,7 +299,7 @@ def _objective(search: Search):
         log.info("search %s: trial %d %s", search.study.study_name, trial.number,
                  " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()))
         try:
-            with journal_heartbeat(search.study, trial, search.liveness):
+            with heartbeat(search.study, trial, search.liveness):
                 cfg = spec.config_for(params, run_dir)
                 if run_dir.exists():  # a dead attempt of this trial number cannot exist: numbers are unique
                     raise ConfigError(f"{run_dir}: exists already; refusing to overwrite it")
@@ -330,12 +331,12 @@ def run_search_worker(search: Search, *, poll: Optional[float] = None) -> int:
     poll = poll if poll is not None else max(1.0, search.liveness.heartbeat_interval / 2)
     started = 0
     while True:
-        fail_stale(search.study, search.liveness)
+        fail_stale(search.study, search.liveness, alive=run_folder_alive(search.out))
         finished = _finished(search.study)
         running = len(search.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         waiting = len(search.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
         if finished + running < search.spec.trials or (waiting and finished < search.spec.trials):
-            search.study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+            run_trial(search.study, objective, TrialFailed)
             started += 1
             _write_summary(search)
         elif running and finished < search.spec.trials:

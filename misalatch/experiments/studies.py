@@ -6,12 +6,13 @@ or ``journal:PATH`` (Optuna's journal file on a shared file system). Several pro
 machines may work on one study at once: each pulls the next trial nobody holds.
 
 A worker that dies (SIGKILL, a lost node) must not lose its run: every running trial carries a
-heartbeat, and a trial whose heartbeat is older than the grace period is failed by the next worker
+heartbeat (a ``misalatch_heartbeat`` timestamp that a small thread writes, the same for every
+storage), and a trial whose heartbeat is older than the grace period is failed by the next worker
 that looks and queued again (at most ``retries`` times), the same way a run that raised is retried.
-RDB storages use Optuna's own heartbeat (``RDBStorage(heartbeat_interval=, grace_period=,
-heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback)``); the journal storage has none, so
-a small thread writes a ``misalatch_heartbeat`` timestamp into the trial and :func:`fail_stale`
-applies the same rule.
+A late heartbeat alone never fails a run that is visibly alive: when the trial's run folder is
+locked by a live process on this machine (a loaded machine, a storage busy with other writers), it
+is left running. A trial that was failed under a live worker on another host is not told twice: the
+worker logs it and keeps the run folder.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -80,11 +81,8 @@ def redact(url: str) -> str:
         return url.split("@")[-1]
 
 
-def open_storage(url: str, liveness: Liveness) -> optuna.storages.BaseStorage:
-    """An Optuna storage for ``url`` with heartbeat and retries; clear errors for bad URLs."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # flagged experimental since Optuna 2.8, the documented way
-        retry = RetryHeartbeatStaleTrialCallback(max_retry=liveness.retries)
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url``; clear errors for bad URLs."""
     if url.startswith(JOURNAL_PREFIX):
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 
@@ -107,10 +105,7 @@ def open_storage(url: str, liveness: Liveness) -> optuna.storages.BaseStorage:
         if target and target != ":memory:":
             Path(target).parent.mkdir(parents=True, exist_ok=True)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # heartbeat arguments are flagged experimental
-            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=liveness.heartbeat_interval,
-                              grace_period=liveness.grace_period, heartbeat_stale_trial_callback=retry)
+        return RDBStorage(url, engine_kwargs=engine_kwargs)
     except ImportError as err:
         raise ConfigError(f"--storage {redact(url)}: the database driver is not installed ({err})") from err
     except Exception as err:  # sqlalchemy ArgumentError / OperationalError
@@ -118,19 +113,10 @@ def open_storage(url: str, liveness: Liveness) -> optuna.storages.BaseStorage:
                            f"{str(err).splitlines()[0]})") from err
 
 
-def is_journal(storage: optuna.storages.BaseStorage) -> bool:
-    from optuna.storages.journal import JournalStorage
-
-    return isinstance(storage, JournalStorage)
-
-
-def retry_callback(storage: optuna.storages.BaseStorage, retries: int) -> RetryHeartbeatStaleTrialCallback:
-    """The storage's retry callback (RDB), or one with the same rule (journal)."""
-    callback = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
-    if callback is not None:
-        return callback
+def retry_callback(retries: int) -> RetryHeartbeatStaleTrialCallback:
+    """Optuna's retry rule: queue a copy of a failed trial, at most ``retries`` times."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # flagged experimental since Optuna 2.8, the documented way
         return RetryHeartbeatStaleTrialCallback(max_retry=retries)
 
 
@@ -139,20 +125,26 @@ def attempts(trial: FrozenTrial) -> int:
     return 1 + len(trial.system_attrs.get("retry_history", []))  # the list RetryHeartbeatStaleTrialCallback keeps
 
 
-def fail_stale(study: optuna.Study, liveness: Liveness) -> None:
-    """Fail running trials whose worker stopped beating, and queue their retries."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if not is_journal(study._storage):
-            optuna.storages.fail_stale_trials(study)
-            return
+AliveCheck = Callable[[FrozenTrial], Optional[bool]]
+
+
+def fail_stale(study: optuna.Study, liveness: Liveness, alive: Optional[AliveCheck] = None) -> None:
+    """Fail running trials whose worker stopped beating, and queue their retries.
+
+    ``alive(trial)``: True when the trial's worker is known to be alive whatever its heartbeat says
+    (its run folder's lock is held by a live process on this machine); such a trial is left alone.
+    """
     now = time.time()
-    callback = retry_callback(study._storage, liveness.retries)
+    callback = retry_callback(liveness.retries)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         beat = trial.system_attrs.get(HEARTBEAT_ATTR)
         if beat is None and trial.datetime_start is not None:
             beat = trial.datetime_start.timestamp()
         if beat is None or now - float(beat) <= liveness.grace_period:
+            continue
+        if alive is not None and alive(trial):
+            log.info("trial %d: heartbeat %.0f s old, but its worker holds its run folder; left running",
+                     trial.number, now - float(beat))
             continue
         try:
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
@@ -164,18 +156,15 @@ def fail_stale(study: optuna.Study, liveness: Liveness) -> None:
 
 
 @contextlib.contextmanager
-def journal_heartbeat(study: optuna.Study, trial: optuna.Trial, liveness: Liveness) -> Iterator[None]:
-    """Beat for ``trial`` while the body runs (journal storages only; RDB storages beat themselves)."""
-    if not is_journal(study._storage):
-        yield
-        return
+def heartbeat(study: optuna.Study, trial: optuna.Trial, liveness: Liveness) -> Iterator[None]:
+    """Beat for ``trial`` every ``heartbeat_interval`` seconds while the body runs."""
     stop = threading.Event()
 
     def beat() -> None:
         while True:
             try:
                 study._storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time())
-            except Exception:  # noqa: BLE001 - a finished trial or a transient file error
+            except Exception:  # noqa: BLE001 - a finished trial or a transient storage error
                 pass
             if stop.wait(liveness.heartbeat_interval):
                 return
@@ -187,6 +176,36 @@ def journal_heartbeat(study: optuna.Study, trial: optuna.Trial, liveness: Livene
     finally:
         stop.set()
         thread.join()
+
+
+def run_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], failure: type[Exception],
+              after: Optional[Callable[[optuna.Study, FrozenTrial], None]] = None) -> Optional[FrozenTrial]:
+    """Ask for one trial (the next queued one first), run ``objective`` and tell its outcome.
+
+    ``objective`` raises ``failure`` for a run that failed (recorded, not re-raised) and
+    ``optuna.TrialPruned`` for one pruned or not needed. A trial that another worker failed while it
+    ran (its heartbeat looked stale from another host) is not told again: its outcome is logged and
+    None returned, so that one slow worker never crashes with Optuna's "Cannot tell a FAIL trial".
+    """
+    trial = study.ask()
+    value: Optional[float] = None
+    try:
+        value, state = objective(trial), TrialState.COMPLETE
+    except optuna.TrialPruned:
+        state = TrialState.PRUNED
+    except failure:
+        state = TrialState.FAIL
+    if study._storage.get_trial(trial._trial_id).state.is_finished():
+        log.warning("trial %d was failed by another worker while this one ran it (its heartbeat arrived late); "
+                    "its outcome here (%s) is not recorded and its retry stands", trial.number, state.name)
+        return None
+    if state == TrialState.COMPLETE and value is not None and not math.isfinite(value):
+        state = TrialState.FAIL  # Optuna would fail it too; say so the same way
+    study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+    frozen = study._storage.get_trial(trial._trial_id)
+    if after is not None:
+        after(study, frozen)
+    return frozen
 
 
 def json_safe(value: Any) -> Any:

@@ -43,15 +43,16 @@ from misalatch.experiments.studies import (
     Liveness,
     attempts,
     fail_stale,
-    journal_heartbeat,
+    heartbeat,
     load_existing_study,
     open_storage,
     redact,
     retry_callback,
+    run_trial,
     worker_id,
 )
 from misalatch.io.atomic import atomic_write_text
-from misalatch.io.owned import check_target, claim_output, is_owned, record_written
+from misalatch.io.owned import check_target, claim_output, is_owned, lock_holder_alive, record_written
 from misalatch.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -265,9 +266,19 @@ class Sweep:
         return self.study.study_name
 
 
+class _QueueGridSampler(optuna.samplers.GridSampler):
+    """The GridSampler without its end-of-grid ``study.stop()``: our workers decide when the grid is
+    done (from the queue, see :func:`progress`) and tell trials outside ``Study.optimize``, where
+    ``stop()`` raises."""
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Optional[list[float]]) -> None:
+        return None
+
+
 def _sampler(spec: SweepSpec) -> optuna.samplers.GridSampler:
-    with_warnings = {k: list(v) for k, v in spec.grid.items()}
-    return optuna.samplers.GridSampler(with_warnings, seed=0)  # same order in every worker
+    grid = {k: list(v) for k, v in spec.grid.items()}
+    return _QueueGridSampler(grid, seed=0)  # same order in every worker
 
 
 def start_sweep(spec: SweepSpec, out: str | Path, *, storage: Optional[str] = None, study: Optional[str] = None,
@@ -284,7 +295,7 @@ def start_sweep(spec: SweepSpec, out: str | Path, *, storage: Optional[str] = No
         if marker.get("study") != name or marker.get("storage") != redact(url):
             raise ConfigError(f"--out {out}: holds the sweep {marker.get('study')!r} in {marker.get('storage')}; "
                               f"continue it with the same --storage/--study, or choose another --out")
-        store = open_storage(url, liveness)
+        store = open_storage(url)
         opt = optuna.create_study(study_name=name, storage=store, sampler=_sampler(spec), load_if_exists=True,
                                   direction="minimize")
         existing = opt.user_attrs.get(STUDY_ATTR)
@@ -298,7 +309,7 @@ def start_sweep(spec: SweepSpec, out: str | Path, *, storage: Optional[str] = No
 
 def join_sweep(storage: str, study: str, *, out: str | Path | None = None, liveness: Liveness = Liveness()) -> Sweep:
     """Open an existing sweep from its storage alone (``misalatch sweep --join``)."""
-    store = open_storage(storage, liveness)
+    store = open_storage(storage)
     opt = load_existing_study(study, store, storage)
     doc = opt.user_attrs.get(STUDY_ATTR)
     if doc is None:
@@ -433,12 +444,20 @@ def train_run_folder(setup: Any, cfg: TrainConfig, seed: int, run_dir: Path, *,
         return train_seed(setup, seed, output, on_epoch=on_epoch)
 
 
+def run_folder_alive(out: Path) -> Callable[[FrozenTrial], Optional[bool]]:
+    """For :func:`fail_stale`: a trial whose run folder is locked by a live local process is alive."""
+
+    def alive(trial: FrozenTrial) -> Optional[bool]:
+        run_dir = trial.user_attrs.get("run_dir")
+        return lock_holder_alive(out / run_dir) if isinstance(run_dir, str) else None
+
+    return alive
+
+
 def _objective(sweep: Sweep, cache: _SetupCache):
     spec = sweep.spec
 
     def objective(trial: optuna.Trial) -> float:
-        from misalatch.training.runs import train_seed
-
         frozen = sweep.study._storage.get_trial(trial._trial_id)
         if QUEUED_ATTR not in frozen.system_attrs:  # not from the queue: another worker took the last run first
             raise optuna.TrialPruned("nothing queued: every point is complete, running or queued")
@@ -456,7 +475,7 @@ def _objective(sweep: Sweep, cache: _SetupCache):
         log.info("sweep %s: %s seed %d (trial %d, attempt %d) -> %s", sweep.name, key, seed, trial.number, attempt,
                  run_dir)
         try:
-            with journal_heartbeat(sweep.study, trial, sweep.liveness):
+            with heartbeat(sweep.study, trial, sweep.liveness):
                 cfg = spec.config_for(params, seed, run_dir)
                 setup = cache.get(cfg)
                 _set_aside(run_dir)
@@ -478,7 +497,7 @@ def _objective(sweep: Sweep, cache: _SetupCache):
 
 
 def _after_trial(sweep: Sweep):
-    callback = retry_callback(sweep.study._storage, sweep.liveness.retries)
+    callback = retry_callback(sweep.liveness.retries)
 
     def after(study: optuna.Study, trial: FrozenTrial) -> None:
         if trial.state == TrialState.FAIL and trial.user_attrs.get("error"):
@@ -502,7 +521,7 @@ def run_worker(sweep: Sweep, *, resume: bool = True, max_runs: Optional[int] = N
     poll = poll if poll is not None else max(1.0, sweep.liveness.heartbeat_interval / 2)
     started, since = 0, time.time()
     while max_runs is None or started < max_runs:
-        fail_stale(sweep.study, sweep.liveness)
+        fail_stale(sweep.study, sweep.liveness, alive=run_folder_alive(sweep.out))
         state = progress(sweep, since)
         if resume:
             resume = False
@@ -510,7 +529,7 @@ def run_worker(sweep: Sweep, *, resume: bool = True, max_runs: Optional[int] = N
                 queue_unfinished(sweep, since)
                 continue
         if state.work_left:
-            sweep.study.optimize(objective, n_trials=1, catch=(RunFailed,), callbacks=[after])
+            run_trial(sweep.study, objective, RunFailed, after)
             started += 1
         elif state.running:
             time.sleep(poll)  # the last runs are held by other workers; take over if one dies

@@ -240,6 +240,21 @@ def _describe_lock(path: Path) -> str:
         return "an unknown process"
 
 
+def lock_holder_alive(target: str | os.PathLike[str]) -> bool | None:
+    """Whether a live process on this machine holds ``target``'s lock: True / False, or None when
+    the holder runs on another host (its pid means nothing here) or the lock cannot be read."""
+    try:
+        doc = json.loads(lock_path(Path(target)).read_text(encoding="utf-8"))
+        pid, host = int(doc["pid"]), str(doc["host"])
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if host != host_id():
+        return None
+    return pid_alive(pid)
+
+
 class _Lock:
     """An exclusive lock file: O_CREAT|O_EXCL with the holder's pid, host and start time.
 

@@ -1,0 +1,86 @@
+"""Liveness of shared studies: a late heartbeat never takes a live run away, and a worker whose trial
+was failed under it does not crash."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from misalatch.experiments.studies import HEARTBEAT_ATTR, Liveness, fail_stale, open_storage, run_trial
+from misalatch.experiments.sweep import run_folder_alive
+from misalatch.io.atomic import host_id
+from misalatch.io.owned import lock_holder_alive, lock_path
+
+LIVENESS = Liveness(heartbeat_interval=1, grace_period=2, retries=1)
+
+
+def _study(tmp_path: Path) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    return optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'study.db'}"), study_name="s")
+
+
+def _stale_running_trial(study: optuna.Study, run_dir: str) -> optuna.Trial:
+    trial = study.ask()
+    trial.set_user_attr("run_dir", run_dir)
+    study._storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time() - 60)
+    return trial
+
+
+def _write_lock(target: Path, pid: int, host: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock_path(target).write_text(json.dumps({"pid": pid, "host": host, "started": "now"}))
+
+
+def test_lock_holder_alive_reads_the_lock(tmp_path: Path) -> None:
+    run = tmp_path / "runs" / "seed-1"
+    assert lock_holder_alive(run) is False  # no lock
+    _write_lock(run, os.getpid(), host_id())
+    assert lock_holder_alive(run) is True
+    _write_lock(run, 2**22 + 12345, host_id())  # beyond pid_max: no such process
+    assert lock_holder_alive(run) is False
+    _write_lock(run, os.getpid(), "another-host")
+    assert lock_holder_alive(run) is None  # a pid of another machine means nothing here
+
+
+def test_a_late_heartbeat_of_a_live_local_run_is_left_running(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    alive = _stale_running_trial(study, "runs/a/seed-1")
+    dead = _stale_running_trial(study, "runs/b/seed-1")
+    _write_lock(tmp_path / "runs/a/seed-1", os.getpid(), host_id())
+    _write_lock(tmp_path / "runs/b/seed-1", 2**22 + 12345, host_id())
+    fail_stale(study, LIVENESS, alive=run_folder_alive(tmp_path))
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[alive.number] == TrialState.RUNNING
+    assert states[dead.number] == TrialState.FAIL
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.user_attrs["run_dir"] for t in waiting] == ["runs/b/seed-1"]  # only the dead one is retried
+
+
+def test_a_trial_failed_under_its_worker_is_not_told_twice(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+
+    def objective(trial: optuna.Trial) -> float:
+        # another host's worker took this trial for dead while it ran
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        return 1.0
+
+    assert run_trial(study, objective, RuntimeError) is None
+    [trial] = study.get_trials()
+    assert trial.state == TrialState.FAIL  # left as the other worker recorded it; no ValueError
+
+
+def test_run_trial_records_success_failure_and_non_finite(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+
+    def failing(trial: optuna.Trial) -> float:
+        raise RuntimeError("diverged")
+
+    assert run_trial(study, lambda t: 0.5, RuntimeError).state == TrialState.COMPLETE
+    assert run_trial(study, failing, RuntimeError).state == TrialState.FAIL
+    assert run_trial(study, lambda t: float("nan"), RuntimeError).state == TrialState.FAIL
+    assert [t.value for t in study.get_trials(states=(TrialState.COMPLETE,))] == [0.5]
