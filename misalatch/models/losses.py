@@ -62,11 +62,15 @@ def recon_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.sum(diffs.pow(2)) / diffs.numel()
 
 
-def task_loss(prediction: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """MSE for regression (``(B,1)`` vs ``(B,1)``), cross-entropy for classification."""
+def task_loss(prediction: torch.Tensor, labels: torch.Tensor, num_classes: int, reduction: str = "mean") -> torch.Tensor:
+    """MSE for regression (``(B,1)`` vs ``(B,1)``), cross-entropy for classification.
+
+    ``reduction="none"`` gives one loss per sample ``(B,)`` (evaluation regroups them into batches).
+    """
     if num_classes == 1:
-        return F.mse_loss(prediction, labels.view(-1, 1).to(prediction.dtype))
-    return F.cross_entropy(prediction, labels.view(-1).long())
+        loss = F.mse_loss(prediction, labels.view(-1, 1).to(prediction.dtype), reduction=reduction)
+        return loss.view(-1) if reduction == "none" else loss
+    return F.cross_entropy(prediction, labels.view(-1).long(), reduction=reduction)
 
 
 def compute_losses(output: MisaOutput, labels: torch.Tensor, config: MisaConfig) -> MisaLosses:

@@ -103,6 +103,9 @@ class FirstPass:
     projected: PerModality[torch.Tensor] | None = None  # u_m (B, H); only when the block reads them
 
 
+LOSS_NAMES: tuple[str, ...] = ("task", "diff", "sim", "recon", "total")
+
+
 @dataclass
 class MisaLosses:
     """The four MISA losses and their weighted sum (MISA.md §9); all scalars."""
@@ -115,6 +118,10 @@ class MisaLosses:
 
     def as_floats(self) -> dict[str, float]:
         return {f.name: float(getattr(self, f.name).detach()) for f in dataclasses.fields(self)}
+
+    def stacked(self) -> torch.Tensor:
+        """The losses as one float64 tensor in :data:`LOSS_NAMES` order (summed on the device, read once)."""
+        return torch.stack([getattr(self, name).detach().double() for name in LOSS_NAMES])
 
 
 @dataclass

@@ -113,6 +113,9 @@ class TrainConfig:
     """Dev loss for model selection: mean of batch means (original) or over samples."""
     max_batches_per_epoch: Optional[int] = None
     """Cap on training batches per epoch (smoke tests)."""
+    batching: Literal["bucketed", "random"] = "bucketed"
+    """Training batches: bucketed (similar lengths together, batches shuffled; faster, see docs/speed.md) or
+    random (the original's shuffled batches)."""
 
     seed: int = 1111
     """Seed for Python, NumPy, torch and the batch shuffling."""
