@@ -71,6 +71,7 @@ BERT_SIZES = {
 }
 LR, CLIP = 1e-4, 1.0
 log = logging.getLogger("speed")
+clock = time.perf_counter  # --clock cpu: process CPU time, steadier on a crowded machine with --threads 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,7 +219,7 @@ def step_times(model: MISA, batches: Sequence[Batch], device: torch.device, *, o
     model.train()
     times = []
     for i, batch in enumerate(batches):
-        t0 = time.perf_counter()
+        t0 = clock()
         out = model(batch.inputs.to(device), batch.labels.to(device))
         optimizer.zero_grad(set_to_none=True)
         out.losses.total.backward()
@@ -229,19 +230,19 @@ def step_times(model: MISA, batches: Sequence[Batch], device: torch.device, *, o
         if device.type == "cuda":
             torch.cuda.synchronize()
         if i > 0:  # the first step allocates optimizer state
-            times.append(time.perf_counter() - t0)
+            times.append(clock() - t0)
     return times
 
 
 def eval_throughput(model: MISA, path: Path_, batch_size: int, device: torch.device, *, original: bool) -> float:
     """Test-split samples per second of one evaluation pass."""
     n = len(path.data.splits["test"])
-    t0 = time.perf_counter()
+    t0 = clock()
     if original:
         original_evaluate(model, path, "test", batch_size, device)
     else:
         evaluate(model, path.data.splits["test"], path.spec, batch_size=batch_size, device=device)
-    return n / (time.perf_counter() - t0)
+    return n / (clock() - t0)
 
 
 def sync(device: torch.device) -> None:
@@ -265,11 +266,11 @@ def bench_path(path: Path_, args: argparse.Namespace, device: torch.device) -> l
                 original = mode == "original"
                 rec[f"{mode}_step"].append(statistics.median(step_times(model, fixed, device, original=original)))
                 model.load_state_dict(init)
-                t0 = time.perf_counter()
+                t0 = clock()
                 with autocast(args.precision, device):
                     MODES[mode](model, path, args.batch_size, device, seed=rep)
                 sync(device)
-                rec[f"{mode}_epoch"].append(time.perf_counter() - t0)
+                rec[f"{mode}_epoch"].append(clock() - t0)
                 with autocast(args.precision, device):
                     rec[f"{mode}_eval_sps"].append(eval_throughput(model, path, args.batch_size, device, original=original))
                 log.info("%s %s rep %d %s: epoch %.2fs", path.name, variant, rep, mode, rec[f"{mode}_epoch"][-1])
@@ -332,58 +333,58 @@ def profile_epoch(path: Path_, args: argparse.Namespace, device: torch.device, m
     parts: dict[str, float] = defaultdict(float)
     model.train()
     sums = torch.zeros(5, dtype=torch.float64)
-    t_epoch = time.perf_counter()
+    t_epoch = clock()
     while True:
-        t = time.perf_counter()
+        t = clock()
         batch = next(batches, None)
-        parts["collate (+ tokenisation)"] += time.perf_counter() - t
+        parts["collate (+ tokenisation)"] += clock() - t
         if batch is None:
             break
-        t = time.perf_counter()
+        t = clock()
         out = model(batch.inputs.to(device))
         sync(device)
-        parts["forward"] += time.perf_counter() - t
-        t = time.perf_counter()
+        parts["forward"] += clock() - t
+        t = clock()
         losses = compute_losses(out, batch.labels.to(device), model.config)
         sync(device)
-        parts["losses"] += time.perf_counter() - t
-        t = time.perf_counter()
+        parts["losses"] += clock() - t
+        t = clock()
         optimizer.zero_grad(set_to_none=True)
-        parts["zero_grad"] += time.perf_counter() - t
-        t = time.perf_counter()
+        parts["zero_grad"] += clock() - t
+        t = clock()
         losses.total.backward()
         sync(device)
-        parts["backward"] += time.perf_counter() - t
-        t = time.perf_counter()
+        parts["backward"] += clock() - t
+        t = clock()
         torch.nn.utils.clip_grad_value_(params, CLIP)
         sync(device)
-        parts["clipping"] += time.perf_counter() - t
-        t = time.perf_counter()
+        parts["clipping"] += clock() - t
+        t = clock()
         optimizer.step()
         sync(device)
-        parts["optimizer (Adam)"] += time.perf_counter() - t
-        t = time.perf_counter()
+        parts["optimizer (Adam)"] += clock() - t
+        t = clock()
         if original:
             losses.as_floats()
         else:
             sums += losses.stacked()
-        parts["loss bookkeeping"] += time.perf_counter() - t
-    t = time.perf_counter()
+        parts["loss bookkeeping"] += clock() - t
+    t = clock()
     if original:
         original_evaluate(model, path, "valid", args.batch_size, device)
         original_evaluate(model, path, "test", args.batch_size, device)
     else:
         evaluate(model, path.data.splits["valid"], path.spec, batch_size=args.batch_size, device=device)
-    parts["evaluation passes"] += time.perf_counter() - t
-    parts["epoch"] = time.perf_counter() - t_epoch
+    parts["evaluation passes"] += clock() - t
+    parts["epoch"] = clock() - t_epoch
     # what fit() also does once per improvement: the in-memory best state; and what the run folder writes
-    t = time.perf_counter()
+    t = clock()
     copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
-    parts["best state copy (in memory, per improvement)"] = time.perf_counter() - t
+    parts["best state copy (in memory, per improvement)"] = clock() - t
     with tempfile.TemporaryDirectory() as tmp:
-        t = time.perf_counter()
+        t = clock()
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, os.path.join(tmp, "c.pt"))
-        parts["checkpoint with Adam state to disk (not in the epoch)"] = time.perf_counter() - t
+        parts["checkpoint with Adam state to disk (not in the epoch)"] = clock() - t
         parts["checkpoint MB"] = os.path.getsize(os.path.join(tmp, "c.pt")) / 2**20
     return dict(parts)
 
@@ -449,6 +450,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: autocast (GPU)")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                   help="cpu: process CPU time (use with --threads 1 on a machine shared with other jobs)")
     p.add_argument("--steps", type=int, default=8, help="train steps timed for the median step")
     p.add_argument("--limit", type=int, default=None, help="first N train segments (N/2 valid and test)")
     p.add_argument("--max-words", type=int, default=None)
@@ -474,6 +477,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
+    global clock
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("misalatch").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)

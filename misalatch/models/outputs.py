@@ -63,6 +63,14 @@ class ModelInputs:
     def acoustic_lengths(self) -> torch.Tensor:
         return self.lengths if self.lengths_a is None else self.lengths_a
 
+    def pin_memory(self) -> "ModelInputs":
+        """A copy with every tensor in page-locked host memory (lengths too: they stay on the CPU)."""
+        pinned = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name, value in pinned.items():
+            if isinstance(value, torch.Tensor):
+                pinned[name] = value.pin_memory()
+        return ModelInputs(**pinned)
+
     def to(self, device: torch.device | str) -> "ModelInputs":
         """Move tensors to ``device``; lengths stay on the CPU (pack_padded_sequence needs them there)."""
         moved = {}

@@ -113,6 +113,8 @@ class TrainConfig:
     """Dev loss for model selection: mean of batch means (original) or over samples."""
     max_batches_per_epoch: Optional[int] = None
     """Cap on training batches per epoch (smoke tests)."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16: autocast for the forward passes (meant for GPUs); fp32 reproduces the original numerics."""
     batching: Literal["bucketed", "random"] = "bucketed"
     """Training batches: bucketed (similar lengths together, batches shuffled; faster, see docs/speed.md) or
     random (the original's shuffled batches)."""

@@ -7,6 +7,7 @@ and one evaluation of the best checkpoint on the test split at the end (done by 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -71,7 +72,7 @@ def evaluate(
     for start in range(0, n, batch_size):
         batch = collate([segments[i] for i in order[start : start + batch_size]], spec)
         inputs = batch.inputs if perturb is None else perturb(batch)
-        out = model(inputs.to(device))
+        out = model(to_device(inputs, device))
         y = batch.labels.to(device)
         per_sample.append(task_loss(out.prediction, y, model.config.num_classes, reduction="none").double())
         preds.append(out.prediction.float())
@@ -94,6 +95,18 @@ def evaluate(
         warnings.simplefilter("ignore")  # constant predictions early in training: corr is NaN, said in the docs
         metrics = compute_metrics(task, prediction, label)
     return SplitEvaluation(loss=loss, metrics=metrics, predictions=prediction, labels=label, ids=ids)
+
+
+def to_device(inputs: ModelInputs, device: torch.device) -> ModelInputs:
+    """Inputs on ``device``; on a GPU through pinned host memory, so the copies do not block."""
+    return inputs.pin_memory().to(device) if device.type == "cuda" else inputs
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast (meant for GPUs; the loss and the optimizer stay fp32), or nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def make_optimizer(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
@@ -132,6 +145,7 @@ def fit(
     device: torch.device,
     max_batches_per_epoch: int | None = None,
     batching: str = "bucketed",
+    precision: str = "fp32",
     on_improvement: Callable[[int, SplitEvaluation, torch.optim.Optimizer], None] | None = None,
     on_epoch_end: Callable[[ResumeState], None] | None = None,
     resume: ResumeState | None = None,
@@ -174,7 +188,8 @@ def fit(
         bar = tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=not show, file=sys.stderr)
         for batch in iterate_batches(train, spec, batch_size, shuffle=True, generator=generator,
                                      max_batches=max_batches_per_epoch, batching=batching, lengths=lengths):
-            out = model(batch.inputs.to(device), batch.labels.to(device))
+            with autocast(precision, device):
+                out = model(to_device(batch.inputs, device), batch.labels.to(device, non_blocking=True))
             assert out.losses is not None
             optimizer.zero_grad(set_to_none=True)
             out.losses.total.backward()
