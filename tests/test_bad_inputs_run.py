@@ -194,6 +194,7 @@ def test_out_of_vocabulary_and_negative_token_ids(tmp_path, capsys, bad_id):
                             source=str(prepared))
         return
     out = tmp_path / "out"
+    # refused when the prepared folder is loaded: the message names the file and the field
     _fails(capsys, ["train", "--data", str(prepared), "--text-encoder", "source", "--out", str(out), "--device", "cpu"],
-           "text_ids", str(bad_id), first.id)
+           "valid.npz", "text_ids", str(bad_id))
     assert not out.exists()

@@ -31,7 +31,7 @@ import torch
 from misalatch.data.batching import BatchSpec
 from misalatch.data.canonical import CanonicalDataset
 from misalatch.data.loading import load_dataset
-from misalatch.data.text import apply_vocab
+from misalatch.data.text import apply_vocab, read_vocab_file
 from misalatch.errors import CheckpointError, ConfigError, MisalatchError, ResourceNotFoundError
 from misalatch.evaluation.plots import plot_history, prediction_pngs
 from misalatch.models.config import MisaConfig
@@ -163,7 +163,7 @@ def load_run(run_dir: str | Path, *, data: str | None = None, data_root: str | N
         vocab_file = run_dir / "vocab.json"
         if not vocab_file.is_file():
             raise ResourceNotFoundError(f"{vocab_file}: the run's vocabulary is missing")
-        dataset = apply_vocab(dataset, json.loads(vocab_file.read_text()))
+        dataset = apply_vocab(dataset, read_vocab_file(vocab_file))
     check_token_ids(dataset, model_config, source=f"--data {cfg.data}")
     dev = resolve_device(device)
     try:

@@ -94,7 +94,7 @@ def test_config_file_and_command_line_override(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown key 'patiense' \\(did you mean 'patience'\\?\\)"):
         parse_train_args(["--config", str(path)])
     path.write_text(yaml.safe_dump({"patience": "six"}))
-    with pytest.raises(ConfigError, match="patience must be int"):
+    with pytest.raises(ConfigError, match="patience must be an integer"):
         parse_train_args(["--config", str(path)])
 
 
@@ -125,7 +125,7 @@ def test_existing_output_is_not_overwritten(tmp_path: Path) -> None:
     (out / "notes.txt").write_text("my notes")
     with pytest.raises(ConfigError, match="not empty"):
         train(TrainConfig(out=str(out), **TINY))
-    with pytest.raises(ConfigError, match="not a misalatch run"):
+    with pytest.raises(ConfigError, match="no misalatch run.json marker"):
         train(TrainConfig(out=str(out), overwrite=True, **TINY))
     assert (out / "notes.txt").read_text() == "my notes"
 
