@@ -144,7 +144,7 @@ def fit(
     generator: torch.Generator,
     device: torch.device,
     max_batches_per_epoch: int | None = None,
-    batching: str = "bucketed",
+    batching: str = "random",
     precision: str = "fp32",
     on_improvement: Callable[[int, SplitEvaluation, torch.optim.Optimizer], None] | None = None,
     on_epoch_end: Callable[[ResumeState], None] | None = None,

@@ -3,6 +3,7 @@ and a smoke run of the speed benchmark (a benchmark, not a timed test: nothing h
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -19,7 +20,8 @@ from misalatch.errors import ConfigError
 from misalatch.models.config import MisaConfig
 from misalatch.models.losses import task_loss
 from misalatch.models.misa import MISA
-from misalatch.training.loop import evaluate, make_optimizer
+from misalatch.training.config import TrainConfig
+from misalatch.training.loop import evaluate, fit, make_optimizer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,6 +93,39 @@ def test_sorted_evaluation_gives_the_file_order_losses_and_predictions() -> None
     assert got.loss == pytest.approx(float(np.mean(means)), rel=1e-6)
     sample = evaluate(model, segs, spec, batch_size=16, device=torch.device("cpu"), reduction="sample_mean")
     assert sample.loss == pytest.approx(float(np.mean((preds - got.labels) ** 2)), rel=1e-5)
+
+
+def test_training_batches_default_to_the_original_random_order() -> None:
+    assert TrainConfig().batching == "random"
+    assert TrainConfig.from_dict({"batching": "bucketed"}).batching == "bucketed"
+
+
+def _fit_tiny(batching: str, *, resume=None, max_epochs: int = 4):
+    """fit() on tiny synthetic data (5 batches per epoch), every epoch's resume state kept in memory."""
+    torch.manual_seed(0)
+    model, segs, spec = _tiny_model_and_data(40)
+    states = []
+    result = fit(model, segs, segs[:8], spec, batch_size=8, lr=0.01, clip_value=1.0, max_epochs=max_epochs,
+                 patience=1, trials=2, lr_decay=0.5, dev_loss_reduction="batch_mean",
+                 generator=torch.Generator().manual_seed(7), device=torch.device("cpu"), batching=batching,
+                 on_epoch_end=lambda state: states.append(copy.deepcopy(state)), resume=resume)
+    return result, states
+
+
+@pytest.mark.parametrize("batching", ["random", "bucketed"])
+def test_resume_is_exact_with_either_batching(batching: str) -> None:
+    reference, states = _fit_tiny(batching)
+    assert len(reference.history) >= 3
+    resumed, _ = _fit_tiny(batching, resume=states[0])  # continue after epoch 1 in a fresh process state
+    assert resumed.history == reference.history  # same batches, dropout masks, losses, decisions
+    assert resumed.best_epoch == reference.best_epoch
+    assert all(torch.equal(resumed.best_state[k], v) for k, v in reference.best_state.items())
+
+
+def test_batching_mode_reaches_training() -> None:
+    random_run, _ = _fit_tiny("random", max_epochs=1)
+    bucketed_run, _ = _fit_tiny("bucketed", max_epochs=1)
+    assert random_run.history[0]["train_total"] != bucketed_run.history[0]["train_total"]
 
 
 def test_multi_tensor_adam_matches_the_default_bitwise() -> None:
