@@ -110,6 +110,55 @@ def collate(segments: Sequence[Segment], spec: BatchSpec) -> Batch:
     return Batch(inputs=ModelInputs(lengths=lengths, **kw), labels=labels, ids=ids)
 
 
+BATCHING_MODES = ("bucketed", "random")
+BUCKET_POOL_BATCHES = 16  # batches per length-sorted pool: wide enough to group lengths, small enough to stay random
+
+
+def segment_lengths(segments: Sequence[Segment], spec: BatchSpec) -> np.ndarray:
+    """Steps each segment costs the recurrent/attention layers: its longest sequence (computed once)."""
+    out = np.empty(len(segments), dtype=np.int64)
+    for i, s in enumerate(segments):
+        text = len(s.bert_ids) if spec.text_encoder == "bert" and s.bert_ids is not None else s.num_words
+        steps = [text] + [a.shape[0] for a in (s.visual, s.acoustic) if a is not None]
+        out[i] = max(steps)
+    return out
+
+
+def batch_order(
+    n: int,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    batching: str = "random",
+    lengths: np.ndarray | None = None,
+) -> list[np.ndarray]:
+    """The index batches of one pass.
+
+    ``random``: one seeded permutation cut into batches (the original's order). ``bucketed``: the
+    same permutation cut into pools of :data:`BUCKET_POOL_BATCHES` batches, each pool sorted by
+    length (stable, so equal lengths stay in random order), cut into batches, and the batches of
+    every pool shuffled together: every batch holds similar lengths, so little padding is run.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if batching not in BATCHING_MODES:
+        raise ConfigError(f"batching={batching!r} is not one of {', '.join(BATCHING_MODES)}")
+    order = torch.randperm(n, generator=generator).numpy() if shuffle else np.arange(n)
+    if batching == "random" or not shuffle:
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if lengths is None or len(lengths) != n:
+        raise ValueError("bucketed batching needs one length per segment")
+    pool = batch_size * BUCKET_POOL_BATCHES
+    batches: list[np.ndarray] = []
+    for start in range(0, n, pool):
+        chunk = order[start : start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    across = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in across]
+
+
 def iterate_batches(
     segments: Sequence[Segment],
     spec: BatchSpec,
@@ -118,16 +167,17 @@ def iterate_batches(
     shuffle: bool = False,
     generator: torch.Generator | None = None,
     max_batches: int | None = None,
+    batching: str = "random",
+    lengths: np.ndarray | None = None,
 ) -> Iterator[Batch]:
-    """Yield batches in file order, or shuffled with the run's seeded generator."""
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    order = torch.randperm(len(segments), generator=generator).tolist() if shuffle else range(len(segments))
-    order = list(order)
-    for n, start in enumerate(range(0, len(order), batch_size)):
+    """Yield batches in file order, or shuffled with the run's seeded generator (see :func:`batch_order`)."""
+    if batching == "bucketed" and shuffle and lengths is None:
+        lengths = segment_lengths(segments, spec)
+    for n, idx in enumerate(batch_order(len(segments), batch_size, shuffle=shuffle, generator=generator,
+                                        batching=batching, lengths=lengths)):
         if max_batches is not None and n >= max_batches:
             return
-        yield collate([segments[i] for i in order[start : start + batch_size]], spec)
+        yield collate([segments[i] for i in idx], spec)
 
 
 def num_batches(n_segments: int, batch_size: int, max_batches: int | None = None) -> int:

@@ -63,16 +63,21 @@ def recon_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def task_loss(prediction: torch.Tensor, labels: torch.Tensor, num_classes: int,
-              regression: str = "mse") -> torch.Tensor:
-    """MSE (or L1, ``regression="l1"``) for regression (``(B,1)`` vs ``(B,1)``), cross-entropy for classification."""
+              regression: str = "mse", reduction: str = "mean") -> torch.Tensor:
+    """MSE (or L1, ``regression="l1"``) for regression (``(B,1)`` vs ``(B,1)``), cross-entropy for classification.
+
+    ``reduction="none"`` gives one loss per sample ``(B,)`` (evaluation regroups them into batches).
+    """
     if num_classes == 1:
         target = labels.view(-1, 1).to(prediction.dtype)
         if regression == "l1":
-            return F.l1_loss(prediction, target)
-        if regression != "mse":
+            loss = F.l1_loss(prediction, target, reduction=reduction)
+        elif regression == "mse":
+            loss = F.mse_loss(prediction, target, reduction=reduction)
+        else:
             raise ValueError(f"regression loss {regression!r} is not one of mse, l1")
-        return F.mse_loss(prediction, target)
-    return F.cross_entropy(prediction, labels.view(-1).long())
+        return loss.view(-1) if reduction == "none" else loss
+    return F.cross_entropy(prediction, labels.view(-1).long(), reduction=reduction)
 
 
 def compute_losses(output: MisaOutput, labels: torch.Tensor, config: MisaConfig) -> MisaLosses:

@@ -63,6 +63,14 @@ class ModelInputs:
     def acoustic_lengths(self) -> torch.Tensor:
         return self.lengths if self.lengths_a is None else self.lengths_a
 
+    def pin_memory(self) -> "ModelInputs":
+        """A copy with every tensor in page-locked host memory (lengths too: they stay on the CPU)."""
+        pinned = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name, value in pinned.items():
+            if isinstance(value, torch.Tensor):
+                pinned[name] = value.pin_memory()
+        return ModelInputs(**pinned)
+
     def to(self, device: torch.device | str) -> "ModelInputs":
         """Move tensors to ``device``; lengths stay on the CPU (pack_padded_sequence needs them there)."""
         moved = {}
@@ -103,8 +111,23 @@ class FirstPass:
     projected: PerModality[torch.Tensor] | None = None  # u_m (B, H); only when the block reads them
 
 
+class _LossTerms:
+    """Shared by every model's losses dataclass: its scalar terms by name, read cheaply."""
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(self))  # type: ignore[arg-type]
+
+    def as_floats(self) -> dict[str, float]:
+        return {name: float(getattr(self, name).detach()) for name in self.names()}
+
+    def stacked(self) -> torch.Tensor:
+        """The terms as one float64 tensor in :meth:`names` order: summed on the device over an
+        epoch and read once, so that training never waits for the device at every step."""
+        return torch.stack([getattr(self, name).detach().double() for name in self.names()])
+
+
 @dataclass
-class MisaLosses:
+class MisaLosses(_LossTerms):
     """The four MISA losses and their weighted sum (MISA.md §9); all scalars."""
 
     task: torch.Tensor
@@ -113,19 +136,13 @@ class MisaLosses:
     recon: torch.Tensor
     total: torch.Tensor
 
-    def as_floats(self) -> dict[str, float]:
-        return {f.name: float(getattr(self, f.name).detach()) for f in dataclasses.fields(self)}
-
 
 @dataclass
-class TaskLosses:
+class TaskLosses(_LossTerms):
     """A model whose only loss is the task loss (MMLatch); same seam as :class:`MisaLosses`."""
 
     task: torch.Tensor
     total: torch.Tensor
-
-    def as_floats(self) -> dict[str, float]:
-        return {f.name: float(getattr(self, f.name).detach()) for f in dataclasses.fields(self)}
 
 
 @dataclass

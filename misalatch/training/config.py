@@ -146,6 +146,11 @@ class TrainConfig:
     """Dev loss for model selection: mean of batch means (original) or over samples."""
     max_batches_per_epoch: Optional[int] = None
     """Cap on training batches per epoch (smoke tests)."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16: autocast for the forward passes (meant for GPUs); fp32 reproduces the original numerics."""
+    batching: Literal["random", "bucketed"] = "random"
+    """Training batches: random (the original's shuffled batches) or bucketed (similar lengths together,
+    batches shuffled; measured faster, not yet validated on the metrics over seeds: see docs/speed.md)."""
     evaluate_test: bool = True
     """Evaluate the best checkpoint on the test split; off for hyper-parameter search trials."""
 

@@ -10,6 +10,7 @@ model offers (``misalatch.models.registry``): ``model.config`` and ``output.pred
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from misalatch.data.batching import Batch, BatchSpec, iterate_batches, num_batches
+from misalatch.data.batching import Batch, BatchSpec, collate, iterate_batches, num_batches, segment_lengths
 from misalatch.data.canonical import Segment
 from misalatch.errors import CheckpointError
 from misalatch.evaluation.metrics import compute_metrics
@@ -74,28 +75,36 @@ def evaluate(
     reduction: str = "batch_mean",
     perturb: Callable[[Batch], ModelInputs] | None = None,
 ) -> SplitEvaluation:
-    """Eval-mode pass over a split in file order: task loss (as used for selection) and metrics.
+    """Eval-mode pass over a split: task loss (as used for selection) and metrics, in file order.
 
-    ``perturb(batch) -> inputs`` replaces each batch's (CPU) inputs right before the model; the
-    robustness curves use it. None evaluates the inputs exactly as collated.
+    The forward runs over length-sorted batches (an eval-mode sample's output does not depend on
+    its batch mates, and sorted batches run far fewer padded steps); the per-sample losses are then
+    regrouped into the file-order batches, so ``batch_mean`` is the original's mean of batch means.
+    Nothing is copied to the host until the pass is over. ``perturb(batch) -> inputs`` replaces each
+    batch's (CPU) inputs right before the model (the robustness curves use it).
     """
     model.eval()
-    losses, sizes, preds, labels, ids = [], [], [], [], []
-    for batch in iterate_batches(segments, spec, batch_size):
+    n = len(segments)
+    order = np.argsort(segment_lengths(segments, spec), kind="stable")
+    per_sample, preds, labels = [], [], []
+    for start in range(0, n, batch_size):
+        batch = collate([segments[i] for i in order[start : start + batch_size]], spec)
         inputs = batch.inputs if perturb is None else perturb(batch)
-        out = model(inputs.to(device))
+        out = model(to_device(inputs, device))
         y = batch.labels.to(device)
-        losses.append(float(task_loss(out.prediction, y, model.config.num_classes, model.config.regression_loss)))
-        sizes.append(len(batch))
-        preds.append(out.prediction.float().cpu())
+        per_sample.append(task_loss(out.prediction, y, model.config.num_classes, model.config.regression_loss,
+                                    reduction="none").double())
+        preds.append(out.prediction.float())
         labels.append(batch.labels)
-        ids.extend(batch.ids)
+    inverse = torch.from_numpy(np.argsort(order, kind="stable"))
+    sample_loss = torch.cat(per_sample).cpu()[inverse]
+    prediction = torch.cat(preds).cpu()[inverse].numpy()
+    label = torch.cat(labels)[inverse].numpy()
+    ids = [s.id for s in segments]
     if reduction == "sample_mean":
-        loss = float(np.average(losses, weights=sizes))
-    else:  # the original: mean of per-batch means
-        loss = float(np.mean(losses))
-    prediction = torch.cat(preds).numpy()
-    label = torch.cat(labels).numpy()
+        loss = float(sample_loss.mean())
+    else:  # the original: mean of per-batch means over file-order batches
+        loss = float(torch.stack([chunk.mean() for chunk in sample_loss.split(batch_size)]).mean())
     if model.config.num_classes == 1:
         prediction, label = prediction.reshape(-1), label.reshape(-1)
     task = "classification" if model.config.num_classes > 1 else "regression"
@@ -105,6 +114,28 @@ def evaluate(
         warnings.simplefilter("ignore")  # constant predictions early in training: corr is NaN, said in the docs
         metrics = compute_metrics(task, prediction, label)
     return SplitEvaluation(loss=loss, metrics=metrics, predictions=prediction, labels=label, ids=ids)
+
+
+def to_device(inputs: ModelInputs, device: torch.device) -> ModelInputs:
+    """Inputs on ``device``; on a GPU through pinned host memory, so the copies do not block."""
+    return inputs.pin_memory().to(device) if device.type == "cuda" else inputs
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast (meant for GPUs; the loss and the optimizer stay fp32), or nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def make_optimizer(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """Adam as the original (defaults), with the multi-tensor implementation.
+
+    ``foreach=True`` runs the same update as the per-parameter loop in a few batched kernels; on the
+    CPU it matches the default to the last bit (benchmarks/speed.py --check-adam). ``fused=True``
+    is not used on the CPU: it differs from the default by up to ~1e-7 relative per step.
+    """
+    return torch.optim.Adam(params, lr=lr, foreach=True)
 
 
 @dataclass
@@ -132,6 +163,8 @@ def fit(
     generator: torch.Generator,
     device: torch.device,
     max_batches_per_epoch: int | None = None,
+    batching: str = "random",
+    precision: str = "fp32",
     on_improvement: Callable[[int, SplitEvaluation, torch.optim.Optimizer], None] | None = None,
     schedule: PlateauSchedule | None = None,
     warmup_epochs: int = 0,
@@ -148,7 +181,7 @@ def fit(
     it may raise to stop.
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr)
+    optimizer = make_optimizer(params, lr)
     scheduler = schedule.build(optimizer) if schedule is not None else None
     stopper = EarlyStopping(patience, trials, warmup_epochs)
     keep_best_optim = trials > 1  # only a later restore reads the best epoch's optimiser state
@@ -175,27 +208,32 @@ def fit(
         first_epoch = max_epochs + 1 if resume.stopped else resume.epoch + 1
         log.info("resuming after epoch %d (best epoch %d)%s", resume.epoch, resume.best_epoch,
                  ", training had already stopped" if resume.stopped else "")
+    lengths = segment_lengths(train, spec)  # once: the bucketing key
+    show = progress_enabled()
 
     for epoch in range(first_epoch, max_epochs + 1):
         # ---- one epoch of training ----
         model.train()
-        sums: dict[str, float] = {}  # per loss term of the model (MISA: task, diff, sim, recon, total)
-        bar = tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=not progress_enabled(), file=sys.stderr)
+        sums: torch.Tensor | None = None  # the model's loss terms, summed on the device, read once per epoch
+        names: tuple[str, ...] = ()
+        bar = tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=not show, file=sys.stderr)
         for batch in iterate_batches(train, spec, batch_size, shuffle=True, generator=generator,
-                                     max_batches=max_batches_per_epoch):
-            out = model(batch.inputs.to(device), batch.labels.to(device))
+                                     max_batches=max_batches_per_epoch, batching=batching, lengths=lengths):
+            with autocast(precision, device):
+                out = model(to_device(batch.inputs, device), batch.labels.to(device, non_blocking=True))
             assert out.losses is not None
             optimizer.zero_grad(set_to_none=True)
             out.losses.total.backward()
             if clip_value > 0:
                 torch.nn.utils.clip_grad_value_(params, clip_value)
             optimizer.step()
-            for key, value in out.losses.as_floats().items():
-                sums[key] = sums.get(key, 0.0) + value
+            terms = out.losses.stacked()  # no host sync per step
+            names, sums = out.losses.names(), terms if sums is None else sums + terms
             bar.update(1)
-            bar.set_postfix(loss=f"{out.losses.total.item():.4f}")
+            if show:
+                bar.set_postfix(loss=f"{out.losses.total.item():.4f}")
         bar.close()
-        train_losses = {k: v / steps for k, v in sums.items()}
+        train_losses = dict(zip(names, (sums / steps).tolist())) if sums is not None else {}
         if not math.isfinite(train_losses["total"]):
             raise FloatingPointError(f"epoch {epoch}: training loss is {train_losses['total']}")
 

@@ -132,6 +132,7 @@ def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
         batch_size=cfg.batch_size, lr=cfg.lr, clip_value=cfg.clip_value, max_epochs=cfg.max_epochs,
         patience=cfg.patience, trials=cfg.trials, lr_decay=cfg.lr_decay, dev_loss_reduction=cfg.dev_loss_reduction,
         generator=generator, device=device, max_batches_per_epoch=cfg.max_batches_per_epoch,
+        batching=cfg.batching, precision=cfg.precision,
         schedule=plateau_schedule(cfg), warmup_epochs=cfg.resolved_warmup_epochs, on_epoch_end=save_epoch,
         on_epoch=on_epoch, resume=resume,
     )
