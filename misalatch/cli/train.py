@@ -59,6 +59,7 @@ def _resume_changes(rest: list[str]) -> dict[str, object]:
 
 
 def main(argv: list[str]) -> int:
+    from misalatch.training.distributed import is_main_process
     from misalatch.training.runs import resume_training, train
 
     resume, rest = _pop_resume(argv)
@@ -66,6 +67,8 @@ def main(argv: list[str]) -> int:
         result = resume_training(resume, **_resume_changes(rest))
     else:
         result = train(parse_train_args(rest))
+    if not is_main_process():  # torchrun: rank 0 prints (and alone wrote the run folder)
+        return 0
     label = " [SYNTHETIC data]" if result.synthetic else ""
     if len(result.runs) == 1:
         run = result.runs[0]

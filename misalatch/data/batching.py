@@ -103,11 +103,14 @@ def collate(segments: Sequence[Segment], spec: BatchSpec) -> Batch:
             kw[name] = torch.zeros(int(lengths.max()), len(segments), width)
         if spec.alignment == "none":
             kw[f"lengths_{letter}"] = seq_len
+    return Batch(inputs=ModelInputs(lengths=lengths, **kw), labels=collate_labels(segments, spec), ids=ids)
+
+
+def collate_labels(segments: Sequence[Segment], spec: BatchSpec) -> torch.Tensor:
+    """``(B, 1)`` float32 (regression) or ``(B,)`` int64 (classification)."""
     if spec.task == "classification":
-        labels = torch.tensor([int(s.label) for s in segments], dtype=torch.long)
-    else:
-        labels = torch.tensor([[float(s.label)] for s in segments], dtype=torch.float32)
-    return Batch(inputs=ModelInputs(lengths=lengths, **kw), labels=labels, ids=ids)
+        return torch.tensor([int(s.label) for s in segments], dtype=torch.long)
+    return torch.tensor([[float(s.label)] for s in segments], dtype=torch.float32)
 
 
 BATCHING_MODES = ("bucketed", "random")

@@ -26,7 +26,16 @@ from misalatch.models.encoders import (
 )
 from misalatch.models.losses import compute_losses, reverse_gradient
 from misalatch.models.feedback import build_feedback, time_axes
-from misalatch.models.outputs import Encoded, FeedbackMasks, FirstPass, LowLevel, MisaOutput, ModelInputs, PerModality
+from misalatch.models.outputs import (
+    Encoded,
+    FeedbackMasks,
+    FirstPass,
+    LowLevel,
+    MisaLosses,
+    MisaOutput,
+    ModelInputs,
+    PerModality,
+)
 from misalatch.models.registry import register_model
 
 __all__ = ["MISA", "Encoded", "FirstPass", "LowLevel"]
@@ -276,5 +285,10 @@ class MISA(nn.Module):
             x = self.encode(masked, inputs).x
         output = self.head(x, masks)
         if labels is not None:
-            output.losses = compute_losses(output, labels, self.config)
+            output.losses = self.losses(output, labels)
         return output
+
+    def losses(self, output: MisaOutput, labels: torch.Tensor) -> MisaLosses:
+        """The four losses of a forward's output (separate so that several processes can compute
+        them on the outputs of the whole batch, gathered: :mod:`misalatch.training.distributed`)."""
+        return compute_losses(output, labels, self.config)

@@ -461,6 +461,10 @@ class MMLatch(nn.Module):
         prediction = self.fuse(self.encode(low))
         output = MMLatchOutput(prediction=prediction, masks=masks)
         if labels is not None:
-            task = task_loss(prediction, labels, self.config.num_classes, self.config.regression_loss)
-            output.losses = TaskLosses(task=task, total=task)
+            output.losses = self.losses(output, labels)
         return output
+
+    def losses(self, output: MMLatchOutput, labels: torch.Tensor) -> TaskLosses:
+        """The task loss of a forward's output (the seam :meth:`MISA.losses` describes)."""
+        task = task_loss(output.prediction, labels, self.config.num_classes, self.config.regression_loss)
+        return TaskLosses(task=task, total=task)

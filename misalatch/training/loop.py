@@ -23,13 +23,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from misalatch.data.batching import Batch, BatchSpec, collate, iterate_batches, num_batches, segment_lengths
+from misalatch.data.batching import Batch, BatchSpec, batch_order, collate, num_batches, segment_lengths
 from misalatch.data.canonical import Segment
 from misalatch.errors import CheckpointError
 from misalatch.evaluation.metrics import compute_metrics
 from misalatch.models.losses import task_loss
 from misalatch.models.outputs import ModelInputs
 from misalatch.training.checkpoint import ResumeState
+from misalatch.training.distributed import SINGLE, Distributed, gather_objects, gather_output, local_batch, wrap
 from misalatch.training.early_stopping import EarlyStopping
 from misalatch.training.seeding import restore_rng_state, rng_state
 
@@ -74,32 +75,24 @@ def evaluate(
     device: torch.device,
     reduction: str = "batch_mean",
     perturb: Callable[[Batch], ModelInputs] | None = None,
+    dist_ctx: Distributed = SINGLE,
 ) -> SplitEvaluation:
     """Eval-mode pass over a split: task loss (as used for selection) and metrics, in file order.
 
-    The forward runs over length-sorted batches (an eval-mode sample's output does not depend on
-    its batch mates, and sorted batches run far fewer padded steps); the per-sample losses are then
-    regrouped into the file-order batches, so ``batch_mean`` is the original's mean of batch means.
-    Nothing is copied to the host until the pass is over. ``perturb(batch) -> inputs`` replaces each
-    batch's (CPU) inputs right before the model (the robustness curves use it).
+    The per-sample losses are regrouped into the file-order batches, so ``batch_mean`` is the
+    original's mean of batch means. ``perturb(batch) -> inputs`` replaces each batch's (CPU) inputs
+    right before the model (the robustness curves use it). Under torchrun (``dist_ctx``) every rank
+    predicts its part of the split and all ranks compute the same metrics over the whole split.
     """
     model.eval()
-    n = len(segments)
-    order = np.argsort(segment_lengths(segments, spec), kind="stable")
-    per_sample, preds, labels = [], [], []
-    for start in range(0, n, batch_size):
-        batch = collate([segments[i] for i in order[start : start + batch_size]], spec)
-        inputs = batch.inputs if perturb is None else perturb(batch)
-        out = model(to_device(inputs, device))
-        y = batch.labels.to(device)
-        per_sample.append(task_loss(out.prediction, y, model.config.num_classes, model.config.regression_loss,
-                                    reduction="none").double())
-        preds.append(out.prediction.float())
-        labels.append(batch.labels)
-    inverse = torch.from_numpy(np.argsort(order, kind="stable"))
-    sample_loss = torch.cat(per_sample).cpu()[inverse]
-    prediction = torch.cat(preds).cpu()[inverse].numpy()
-    label = torch.cat(labels)[inverse].numpy()
+    if dist_ctx.enabled:  # each rank its contiguous part; the parts, in rank order, are the file order
+        part = dist_ctx.shard(len(segments))
+        mine = _predict(model, [segments[i] for i in part], spec, batch_size, device, perturb) if len(part) else None
+        gathered = [p for p in gather_objects(mine, dist_ctx) if p is not None]
+        sample_loss, prediction, label = (torch.cat([p[k] for p in gathered]) for k in range(3))
+    else:
+        sample_loss, prediction, label = _predict(model, segments, spec, batch_size, device, perturb)
+    prediction, label = prediction.numpy(), label.numpy()
     ids = [s.id for s in segments]
     if reduction == "sample_mean":
         loss = float(sample_loss.mean())
@@ -114,6 +107,28 @@ def evaluate(
         warnings.simplefilter("ignore")  # constant predictions early in training: corr is NaN, said in the docs
         metrics = compute_metrics(task, prediction, label)
     return SplitEvaluation(loss=loss, metrics=metrics, predictions=prediction, labels=label, ids=ids)
+
+
+def _predict(model: nn.Module, segments: Sequence[Segment], spec: BatchSpec, batch_size: int, device: torch.device,
+             perturb: Callable[[Batch], ModelInputs] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample task losses (float64), predictions and labels in file order, on the CPU.
+
+    The forward runs over length-sorted batches (an eval-mode sample's output does not depend on
+    its batch mates, and sorted batches run far fewer padded steps); nothing is copied to the host
+    until the pass is over."""
+    order = np.argsort(segment_lengths(segments, spec), kind="stable")
+    per_sample, preds, labels = [], [], []
+    for start in range(0, len(segments), batch_size):
+        batch = collate([segments[i] for i in order[start : start + batch_size]], spec)
+        inputs = batch.inputs if perturb is None else perturb(batch)
+        out = model(to_device(inputs, device))
+        y = batch.labels.to(device)
+        per_sample.append(task_loss(out.prediction, y, model.config.num_classes, model.config.regression_loss,
+                                    reduction="none").double())
+        preds.append(out.prediction.float())
+        labels.append(batch.labels)
+    inverse = torch.from_numpy(np.argsort(order, kind="stable"))
+    return torch.cat(per_sample).cpu()[inverse], torch.cat(preds).cpu()[inverse], torch.cat(labels)[inverse]
 
 
 def to_device(inputs: ModelInputs, device: torch.device) -> ModelInputs:
@@ -171,6 +186,7 @@ def fit(
     on_epoch_end: Callable[[ResumeState], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     resume: ResumeState | None = None,
+    dist_ctx: Distributed = SINGLE,
 ) -> FitResult:
     """Train until early stopping or ``max_epochs``; the model ends holding the best weights.
 
@@ -178,8 +194,10 @@ def fit(
     (the caller writes it to disk); ``resume`` is such a state: training continues with the next
     epoch as if it had never stopped (same batches, same dropout masks, same counters, the same
     place in the warm-up). ``on_epoch`` then sees the epoch's history row (e.g. a search pruner);
-    it may raise to stop.
+    it may raise to stop. Under torchrun (``dist_ctx``) the model trains in DistributedDataParallel,
+    each rank on its shard of every batch (:mod:`misalatch.training.distributed`).
     """
+    net = wrap(model, dist_ctx, device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, lr)
     scheduler = schedule.build(optimizer) if schedule is not None else None
@@ -217,28 +235,33 @@ def fit(
         sums: torch.Tensor | None = None  # the model's loss terms, summed on the device, read once per epoch
         names: tuple[str, ...] = ()
         bar = tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=not show, file=sys.stderr)
-        for batch in iterate_batches(train, spec, batch_size, shuffle=True, generator=generator,
-                                     max_batches=max_batches_per_epoch, batching=batching, lengths=lengths):
+        order = batch_order(len(train), batch_size, shuffle=True, generator=generator, batching=batching,
+                            lengths=lengths)
+        for idx in order[:steps]:
+            batch, labels, sizes = local_batch(train, idx, spec, dist_ctx)
             with autocast(precision, device):
-                out = model(to_device(batch.inputs, device), batch.labels.to(device, non_blocking=True))
-            assert out.losses is not None
+                out = net(to_device(batch.inputs, device))
+                if dist_ctx.enabled:  # the losses of the global batch, on every rank
+                    out = gather_output(out, sizes, dist_ctx)
+                losses = model.losses(out, labels.to(device, non_blocking=True))
             optimizer.zero_grad(set_to_none=True)
-            out.losses.total.backward()
+            losses.total.backward()
             if clip_value > 0:
                 torch.nn.utils.clip_grad_value_(params, clip_value)
             optimizer.step()
-            terms = out.losses.stacked()  # no host sync per step
-            names, sums = out.losses.names(), terms if sums is None else sums + terms
+            terms = losses.stacked()  # no host sync per step
+            names, sums = losses.names(), terms if sums is None else sums + terms
             bar.update(1)
             if show:
-                bar.set_postfix(loss=f"{out.losses.total.item():.4f}")
+                bar.set_postfix(loss=f"{losses.total.item():.4f}")
         bar.close()
         train_losses = dict(zip(names, (sums / steps).tolist())) if sums is not None else {}
         if not math.isfinite(train_losses["total"]):
             raise FloatingPointError(f"epoch {epoch}: training loss is {train_losses['total']}")
 
         # ---- model selection on the dev task loss ----
-        dev = evaluate(model, valid, spec, batch_size=batch_size, device=device, reduction=dev_loss_reduction)
+        dev = evaluate(model, valid, spec, batch_size=batch_size, device=device, reduction=dev_loss_reduction,
+                       dist_ctx=dist_ctx)
         decision = stopper.step(dev.loss)
         lr_now = optimizer.param_groups[0]["lr"]  # the lr this epoch trained with
         if scheduler is not None:

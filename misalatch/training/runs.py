@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +32,7 @@ from misalatch.training.checkpoint import (
     save_checkpoint,
 )
 from misalatch.training.config import TrainConfig
+from misalatch.training.distributed import SINGLE, Distributed, distributed_job, is_distributed_launch
 from misalatch.training.loop import PlateauSchedule, evaluate, fit
 from misalatch.training.run_dir import (
     data_facts,
@@ -89,7 +91,8 @@ def plateau_schedule(cfg: TrainConfig) -> PlateauSchedule | None:
 
 def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
                resume: ResumeState | None = None,
-               on_epoch: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+               on_epoch: Callable[[dict[str, Any]], None] | None = None,
+               dist_ctx: Distributed = SINGLE) -> RunResult:
     """Fit one seed into ``output`` (under ``sub``), save its best checkpoint, evaluate it once on test
     (unless the config's ``evaluate_test`` is off: then the test split is never touched).
 
@@ -99,7 +102,7 @@ def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
     epoch's history row after it was committed (a search trial reports and prunes there).
     """
     cfg = setup.config
-    device = resolve_device(cfg.device)
+    device = dist_ctx.device(resolve_device(cfg.device))
     generator = seed_everything(seed)
     model = build_model(setup).to(device)
     run_dir = output.target / sub.rstrip("/")  # where the run lives for the user (staged until the first commit)
@@ -134,11 +137,11 @@ def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
         generator=generator, device=device, max_batches_per_epoch=cfg.max_batches_per_epoch,
         batching=cfg.batching, precision=cfg.precision,
         schedule=plateau_schedule(cfg), warmup_epochs=cfg.resolved_warmup_epochs, on_epoch_end=save_epoch,
-        on_epoch=on_epoch, resume=resume,
+        on_epoch=on_epoch, resume=resume, dist_ctx=dist_ctx,
     )
     write_history(output, sub, fit_result.history)
     # the model holds the best weights; evaluate validation (for the record) and test once
-    kw = dict(batch_size=cfg.batch_size, device=device, reduction=cfg.dev_loss_reduction)
+    kw = dict(batch_size=cfg.batch_size, device=device, reduction=cfg.dev_loss_reduction, dist_ctx=dist_ctx)
     valid = evaluate(model, setup.dataset.splits["valid"], setup.spec, **kw)
     test = evaluate(model, setup.dataset.splits["test"], setup.spec, **kw) if cfg.evaluate_test else None
     test_metrics = test.metrics if test is not None else None
@@ -181,14 +184,20 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **overrides: Any) 
     out = default_out(config)
     check_target(out, "train", overwrite=config.overwrite)  # before the data is read: fail fast
     setup = setup_run(config)
-    resolve_device(config.device)  # a run that cannot start never touches --out
-    with claim_output(out, "train", overwrite=config.overwrite) as output:
-        output.annotate(config=config.replace(out=str(out), overwrite=False).to_dict())
-        return _train_seeds(setup, output, done={})
+    device = resolve_device(config.device)  # a run that cannot start never touches --out
+    with distributed_job(device) as ctx:
+        if not ctx.is_main:  # torchrun: only rank 0 writes the run folder; the others keep theirs private
+            with tempfile.TemporaryDirectory(prefix=f"misalatch-rank{ctx.rank}-") as private:
+                with claim_output(Path(private) / "run", "train") as output:
+                    return _train_seeds(setup, output, done={}, dist_ctx=ctx)
+        with claim_output(out, "train", overwrite=config.overwrite) as output:
+            output.annotate(config=config.replace(out=str(out), overwrite=False).to_dict(),
+                            **({"processes": ctx.world_size} if ctx.enabled else {}))
+            return _train_seeds(setup, output, done={}, dist_ctx=ctx)
 
 
 def _train_seeds(setup: RunSetup, output: Output, done: dict[int, RunResult],
-                 resume: dict[int, ResumeState] | None = None) -> TrainResult:
+                 resume: dict[int, ResumeState] | None = None, dist_ctx: Distributed = SINGLE) -> TrainResult:
     config = setup.config
     seeds = config.run_seeds
     runs = []
@@ -197,7 +206,7 @@ def _train_seeds(setup: RunSetup, output: Output, done: dict[int, RunResult],
             runs.append(done[seed])
             continue
         sub = "" if len(seeds) == 1 else f"seed-{seed}/"
-        runs.append(train_seed(setup, seed, output, sub, resume=(resume or {}).get(seed)))
+        runs.append(train_seed(setup, seed, output, sub, resume=(resume or {}).get(seed), dist_ctx=dist_ctx))
     result = TrainResult(out_dir=output.target, runs=runs, synthetic=setup.dataset.synthetic)
     if len(runs) > 1:
         result.aggregate = aggregate([r.test for r in runs])
@@ -223,6 +232,8 @@ def resume_training(run_dir: str | Path, **changes: Any) -> TrainResult:
         raise ConfigError(f"--resume continues with the run's own config; "
                           f"{', '.join('--' + b.replace('_', '-') for b in bad)} cannot be changed "
                           f"(allowed: {', '.join('--' + f.replace('_', '-') for f in RESUME_FLAGS)})")
+    if is_distributed_launch():
+        raise ConfigError("--resume runs as one process: start it with misalatch train --resume, not torchrun")
     run_dir = Path(run_dir)
     marker = read_marker(run_dir) if run_dir.is_dir() and not run_dir.is_symlink() else None
     if marker is None:
