@@ -176,6 +176,9 @@ def _ordered_union(lists: Any) -> list[str]:
 
 
 def _cell(metric: str, stats: dict[str, Any]) -> str:
+    """``mean ± std``; the mean alone when the std is undefined (one run: the n column says so)."""
+    if stats.get("std") is None or (isinstance(stats["std"], float) and math.isnan(stats["std"])):
+        return _fmt(metric, stats["mean"])
     return f"{_fmt(metric, stats['mean'])} ± {_fmt(metric, stats['std'])}"
 
 

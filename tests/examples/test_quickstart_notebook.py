@@ -50,12 +50,19 @@ def test_quickstart_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     printed = "\n".join(_text(c) for c in code)
     assert "small: True" in printed
     assert "synthetic" in printed and "(SYNTHETIC)" in printed
-    assert "none: test MAE" in printed and "static: test MAE" in printed
+    assert "none: test MAE per seed" in printed and "static: test MAE per seed" in printed
     assert "MAE" in printed and "Acc-7" in printed  # the evaluation table
-    assert "| none | 1 |" in printed and "| static | 1 |" in printed  # the small sweep table
+    # the sweep's own table: both variants with n = 1, read from the sweep's results.json
+    results = json.loads((out / "sweep" / "results.json").read_text())
+    table = (out / "sweep" / "results.md").read_text()
+    assert table in printed
+    assert {v["key"] for v in results["variants"]} == {"none", "static"}
+    for variant in results["variants"]:
+        assert f"{variant['test']['mae']['mean']:.3f}" in table or f"{variant['test']['mae']['mean']:.2f}" in table
     images = [o for c in code for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) >= 4  # curves, scatter, confusion, mean mask
-    for name in ("none/metrics.json", "static/metrics.json", "static/scatter-test.png", "masks/summary.json", "report.html"):
+    assert len(images) >= 5  # curves, scatter, confusion, mean mask, the sweep's bar chart
+    for name in ("sweep/runs/none/seed-1111/metrics.json", "sweep/runs/static/seed-1111/scatter-test.png",
+                 "sweep/results.csv", "masks/summary.json", "report.html"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "masks" / "summary.json").read_text())
     assert set(summary["modalities"]) == {"text", "visual", "acoustic"}
