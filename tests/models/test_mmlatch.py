@@ -18,13 +18,7 @@ TINY_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, int
                  max_position_embeddings=64)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are many tiny ops: one thread is faster than two fighting over busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def lstm(i: int, h: int) -> int:

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from misalatch.cli import main as cli_main
@@ -17,12 +16,7 @@ from misalatch.training.runs import train
 TINY = dict(synthetic_size=(16, 8, 8), text_encoder="learned", hidden_size=8, batch_size=8, max_epochs=1)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 import misalatch.training.runs as runs
 from misalatch.io.owned import read_marker
@@ -25,12 +24,7 @@ class _Killed(Exception):
     pass
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_mmlatch_with_plateau_schedule_resumes_exactly(tmp_path: Path, monkeypatch) -> None:
