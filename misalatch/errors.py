@@ -21,7 +21,8 @@ class DataFormatError(MisalatchError, ValueError):
 
 
 class UnsafePickleError(DataFormatError):
-    """A pickle referenced a global outside the allow-list; nothing from it was executed."""
+    """A pickle holds something outside what the restricted reader admits (a global, an opcode, a
+    dtype, a size or depth over the limits); nothing from it was executed."""
 
 
 class CheckpointError(MisalatchError):

@@ -368,6 +368,15 @@ class Output:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
+    def remove(self, relpath: str) -> None:
+        """Delete one of our files and drop it from the marker (a file we never wrote is refused)."""
+        name = str(PurePosixPath(relpath))
+        if name not in self._marker["files"]:
+            raise ValueError(f"{relpath!r} is not a file of this output; refusing to delete it")
+        (self.path / name).unlink(missing_ok=True)
+        self._marker["files"] = [f for f in self._marker["files"] if f != name]
+        self._write_marker()
+
     def record_tree(self, relpath: str) -> None:
         """Record every file under ``relpath`` (after a library such as a tokenizer wrote a folder)."""
         base = self.path / relpath

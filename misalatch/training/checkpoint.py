@@ -398,7 +398,14 @@ def load_resume_state(directory: str | Path) -> ResumeState:
     return state
 
 
-def remove_resume_state(directory: str | Path) -> None:
-    """Drop the resumable state of a finished run (the manifest first: the set is then simply gone)."""
-    for name in ("resume.manifest.json", "resume.json", "resume.safetensors"):
-        (Path(directory) / name).unlink(missing_ok=True)
+RESUME_FILES = ("resume.manifest.json", "resume.json", "resume.safetensors")  # manifest first: the set is then gone
+
+
+def remove_resume_state(directory: str | Path, output: Any = None, sub: str = "") -> None:
+    """Drop the resumable state of a finished run; through ``output`` (an owned folder being
+    written, the files under ``sub``) they also leave its marker's list of files."""
+    for name in RESUME_FILES:
+        if output is not None and sub + name in output.marker["files"]:
+            output.remove(sub + name)
+        else:
+            (Path(directory) / name).unlink(missing_ok=True)

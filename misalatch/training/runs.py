@@ -157,7 +157,7 @@ def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
                              "metrics": {"validation": valid.metrics, "test": test_metrics, "dev_loss": valid.loss}})
     write_metrics(output, sub, metrics)  # last: metrics.json present = this seed is done
     if not cfg.keep_resume_state:
-        remove_resume_state(here)  # the optimiser state is not needed any more: keep run folders small
+        remove_resume_state(here, output, sub)  # the optimiser state is not needed any more: keep run folders small
     return RunResult(seed, run_dir, fit_result.best_epoch, valid.loss, valid.metrics, test_metrics or {},
                      epochs_run=len(fit_result.history))
 
@@ -255,13 +255,14 @@ def resume_training(run_dir: str | Path, **changes: Any) -> TrainResult:
         for seed in seeds:
             folder = run_dir if len(seeds) == 1 else run_dir / f"seed-{seed}"
             if (folder / "metrics.json").is_file():
-                done[seed] = _finished_seed(folder, seed, config.keep_resume_state)
+                done[seed] = _finished_seed(folder, seed, config.keep_resume_state, output,
+                                            "" if len(seeds) == 1 else f"seed-{seed}/")
             elif has_resume_state(folder):
                 states[seed] = load_resume_state(folder)
         return _train_seeds(setup, output, done, states)
 
 
-def _finished_seed(folder: Path, seed: int, keep_resume_state: bool) -> RunResult:
+def _finished_seed(folder: Path, seed: int, keep_resume_state: bool, output: Output, sub: str) -> RunResult:
     try:
         m = json.loads((folder / "metrics.json").read_text())
         result = RunResult(seed, folder, int(m["best_epoch"]), float(m["dev_loss"]), dict(m["validation"]),
@@ -269,5 +270,5 @@ def _finished_seed(folder: Path, seed: int, keep_resume_state: bool) -> RunResul
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{folder / 'metrics.json'}: unreadable ({err})") from err
     if not keep_resume_state:
-        remove_resume_state(folder)
+        remove_resume_state(folder, output, sub)
     return result

@@ -200,3 +200,29 @@ def test_open_output_resumes_in_place(tmp_path):
         (tmp_path / "plain").mkdir()
         with open_output(tmp_path / "plain", "train"):
             pass
+
+
+def test_remove_drops_a_file_and_its_marker_entry_but_refuses_foreign_files(tmp_path):
+    target = _make_run(tmp_path / "run")
+    with open_output(target, "train") as out:
+        out.write_text("resume.json", "{}")
+        out.remove("resume.json")
+        (target / "notes.txt").write_text("mine")
+        with pytest.raises(ValueError, match="not a file of this output"):
+            out.remove("notes.txt")
+    assert "resume.json" not in read_marker(target)["files"] and not (target / "resume.json").exists()
+    assert (target / "notes.txt").read_text() == "mine"
+
+
+def test_a_finished_run_lists_exactly_the_files_it_holds(tmp_path):
+    """The resume state is deleted at the end of a run; the marker must not list it any more."""
+    from misalatch.training.config import TrainConfig
+    from misalatch.training.runs import train
+
+    out = tmp_path / "run"
+    train(TrainConfig(synthetic_size=(12, 6, 6), text_encoder="learned", hidden_size=8, batch_size=6, max_epochs=1,
+                       device="cpu", seeds=(1, 2), out=str(out)))
+    listed = set(read_marker(out)["files"])
+    held = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != "run.json"}
+    assert listed == held
+    assert not any(name.endswith(("resume.json", "resume.safetensors", "resume.manifest.json")) for name in listed)
