@@ -9,10 +9,11 @@ library module imports ``misalatch.cli``.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Callable
 
-from misalatch.errors import MisalatchError
+from misalatch.errors import ConfigError, MisalatchError
 
 log = logging.getLogger("misalatch")
 
@@ -66,6 +67,12 @@ def setup_logging(verbosity: int = 0) -> None:
     root.propagate = False
 
 
+def _distributed_launch() -> bool:
+    from misalatch.training.distributed import is_distributed_launch  # imports torch: only when torchrun is seen
+
+    return is_distributed_launch()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbosity = 0
@@ -84,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(verbosity)
     try:
+        if name != "train" and "WORLD_SIZE" in os.environ and _distributed_launch():
+            raise ConfigError(f"torchrun starts several processes for one `misalatch train`; `misalatch {name}` "
+                              "runs as one process (a sweep or search spreads with --join instead)")
         return COMMANDS[name][1](rest)
     except MisalatchError as err:
         print(f"misalatch {name}: error: {err}", file=sys.stderr)

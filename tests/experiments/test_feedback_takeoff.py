@@ -1,7 +1,7 @@
-"""With the default early stopping of feedback variants (10 warm-up epochs, then patience), every
-feedback variant learns to gate vision by the text on a task only gating solves, while plain MISA
-with the same budget cannot (benchmarks/feedback_takeoff.py is the task; docs/experiments.md has
-the 3-seed table)."""
+"""With the default early stopping of feedback variants (10 warm-up epochs, then patience 5), every
+feedback variant takes off on the cue task of benchmarks/feedback_takeoff.py: a text cue says which
+of two visual groups carries the label, so a model that has not learned the task predicts from the
+average of the groups (test MAE about 0.86 or worse). docs/experiments.md has the 3-seed table."""
 
 from __future__ import annotations
 
@@ -48,10 +48,3 @@ def test_every_feedback_variant_takes_off_with_the_default_warmup(cue_data: Path
     mae, _, cfg = _run(cue_data, tmp_path / feedback, feedback)
     assert cfg.resolved_warmup_epochs == 10  # the default for every feedback variant
     assert mae < 0.5, f"{feedback}: test MAE {mae:.3f}: the masks did not learn to gate vision by the text"
-
-
-@pytest.mark.slow
-def test_plain_misa_cannot_solve_the_cue_task_in_that_budget(cue_data: Path, tmp_path: Path) -> None:
-    mae, _, cfg = _run(cue_data, tmp_path / "none", "none")
-    assert cfg.resolved_warmup_epochs == 0  # plain MISA keeps the original schedule
-    assert mae > 0.6, f"plain MISA reached test MAE {mae:.3f}: the task no longer needs feedback to be solved"

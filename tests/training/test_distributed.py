@@ -80,3 +80,15 @@ def test_torchrun_train_writes_one_run_folder_from_rank_0(tmp_path: Path) -> Non
 
     loaded = load_run(out, device="cpu")
     assert loaded.config.max_epochs == 1
+
+
+def test_other_commands_refuse_to_run_under_torchrun(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from misalatch.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(["sweep", "--out", "anywhere"]) == 1
+    assert "runs as one process" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    assert main(["compare", "x"]) == 1
+    assert "WORLD_SIZE='two': expected an integer" in capsys.readouterr().err
