@@ -35,6 +35,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from misalatch.errors import ConfigError, MisalatchError
+from misalatch.io.atomic import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +129,25 @@ def attempts(trial: FrozenTrial) -> int:
 AliveCheck = Callable[[FrozenTrial], Optional[bool]]
 
 
+def local_worker_alive(trial: FrozenTrial) -> Optional[bool]:
+    """Whether the worker that holds ``trial`` (its ``worker`` attribute, ``host:pid``) is a live
+    process on this machine; None when it runs elsewhere or has not said yet."""
+    worker = trial.user_attrs.get("worker")
+    if not isinstance(worker, str) or ":" not in worker:
+        return None
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    return pid_alive(int(pid))
+
+
 def fail_stale(study: optuna.Study, liveness: Liveness, alive: Optional[AliveCheck] = None) -> None:
     """Fail running trials whose worker stopped beating, and queue their retries.
 
-    ``alive(trial)``: True when the trial's worker is known to be alive whatever its heartbeat says
-    (its run folder's lock is held by a live process on this machine); such a trial is left alone.
+    A trial whose worker is a live process on this machine is never failed, however late its
+    heartbeat (a loaded machine, a storage busy with other writers): only a process that is gone,
+    or one on another host that stopped beating, loses its run. ``alive(trial)`` may add a check
+    (True: alive), e.g. the lock of the trial's run folder.
     """
     now = time.time()
     callback = retry_callback(liveness.retries)
@@ -142,8 +157,8 @@ def fail_stale(study: optuna.Study, liveness: Liveness, alive: Optional[AliveChe
             beat = trial.datetime_start.timestamp()
         if beat is None or now - float(beat) <= liveness.grace_period:
             continue
-        if alive is not None and alive(trial):
-            log.info("trial %d: heartbeat %.0f s old, but its worker holds its run folder; left running",
+        if local_worker_alive(trial) or (alive is not None and alive(trial)):
+            log.info("trial %d: heartbeat %.0f s old, but its worker is alive; left running",
                      trial.number, now - float(beat))
             continue
         try:
@@ -194,6 +209,8 @@ def run_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], f
     except optuna.TrialPruned:
         state = TrialState.PRUNED
     except failure:
+        state = TrialState.FAIL
+    except UpdateFinishedTrialError:  # recording its outcome found the trial failed by another worker
         state = TrialState.FAIL
     if study._storage.get_trial(trial._trial_id).state.is_finished():
         log.warning("trial %d was failed by another worker while this one ran it (its heartbeat arrived late); "

@@ -77,7 +77,11 @@ def pid_alive(pid: int) -> bool:
         return True
     except OSError:
         return True
-    return True
+    try:  # Linux: a killed process its parent has not reaped yet (a zombie) is not running
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2 :].split(" ", 1)[0] not in ("Z", "X")
+    except (OSError, ValueError, IndexError):
+        return True
 
 
 def writer_dead(name: TemporaryName) -> bool:

@@ -84,3 +84,33 @@ def test_run_trial_records_success_failure_and_non_finite(tmp_path: Path) -> Non
     assert run_trial(study, failing, RuntimeError).state == TrialState.FAIL
     assert run_trial(study, lambda t: float("nan"), RuntimeError).state == TrialState.FAIL
     assert [t.value for t in study.get_trials(states=(TrialState.COMPLETE,))] == [0.5]
+
+
+def test_a_live_local_worker_is_never_failed_however_late_its_heartbeat(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+
+    study = _study(tmp_path)
+    mine = _stale_running_trial(study, "runs/a/seed-1")  # no lock yet: still preparing its data
+    mine.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    gone = _stale_running_trial(study, "runs/b/seed-1")
+    child = subprocess.Popen(["sleep", "0"])
+    child.wait()
+    gone.set_user_attr("worker", f"{socket.gethostname()}:{child.pid}")
+    elsewhere = _stale_running_trial(study, "runs/c/seed-1")
+    elsewhere.set_user_attr("worker", f"another-host:{os.getpid()}")
+    fail_stale(study, LIVENESS, alive=run_folder_alive(tmp_path))
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[mine.number] == TrialState.RUNNING
+    assert states[gone.number] == TrialState.FAIL and states[elsewhere.number] == TrialState.FAIL
+
+
+def test_recording_an_outcome_on_a_trial_failed_meanwhile_does_not_crash(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+
+    def objective(trial: optuna.Trial) -> float:
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        trial.set_user_attr("best_epoch", 3)  # raises UpdateFinishedTrialError
+        return 1.0
+
+    assert run_trial(study, objective, RuntimeError) is None
