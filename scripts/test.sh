@@ -3,4 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
-HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 .venv/bin/python -m pytest -q "$@"
+# Two test processes (pytest-xdist), one torch thread each: most of the slow tests are subprocesses,
+# sleeps and small models, so two single-threaded workers finish far sooner than one two-threaded
+# one. MISALATCH_TEST_WORKERS=0 runs everything in this process (e.g. to debug one test).
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
+workers=${MISALATCH_TEST_WORKERS:-2}
+if [ "$workers" = 0 ]; then dist=(); else dist=(-n "$workers" --dist worksteal); fi
+HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 .venv/bin/python -m pytest -q "${dist[@]}" "$@"
