@@ -138,7 +138,12 @@ def local_worker_alive(trial: FrozenTrial) -> Optional[bool]:
     host, _, pid = worker.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return None
+    if int(pid) == os.getpid():  # this process: alive for the trial only while it is running it
+        return trial._trial_id in _RUNNING_HERE
     return pid_alive(int(pid))
+
+
+_RUNNING_HERE: set[int] = set()  # trial ids this process is running now (see run_trial)
 
 
 def fail_stale(study: optuna.Study, liveness: Liveness, alive: Optional[AliveCheck] = None) -> None:
@@ -204,6 +209,7 @@ def run_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], f
     """
     trial = study.ask()
     value: Optional[float] = None
+    _RUNNING_HERE.add(trial._trial_id)
     try:
         value, state = objective(trial), TrialState.COMPLETE
     except optuna.TrialPruned:
@@ -212,6 +218,12 @@ def run_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], f
         state = TrialState.FAIL
     except UpdateFinishedTrialError:  # recording its outcome found the trial failed by another worker
         state = TrialState.FAIL
+    except BaseException:  # Ctrl-C, SystemExit: the trial must not stay RUNNING under a live process
+        with contextlib.suppress(Exception):
+            study.tell(trial, state=TrialState.FAIL)
+        raise
+    finally:
+        _RUNNING_HERE.discard(trial._trial_id)
     if study._storage.get_trial(trial._trial_id).state.is_finished():
         log.warning("trial %d was failed by another worker while this one ran it (its heartbeat arrived late); "
                     "its outcome here (%s) is not recorded and its retry stands", trial.number, state.name)

@@ -91,18 +91,39 @@ def test_a_live_local_worker_is_never_failed_however_late_its_heartbeat(tmp_path
     import subprocess
 
     study = _study(tmp_path)
+    live = subprocess.Popen(["sleep", "60"])
     mine = _stale_running_trial(study, "runs/a/seed-1")  # no lock yet: still preparing its data
-    mine.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    mine.set_user_attr("worker", f"{socket.gethostname()}:{live.pid}")
+    orphan = _stale_running_trial(study, "runs/d/seed-1")  # this process, but not running it (a Ctrl-C)
+    orphan.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     gone = _stale_running_trial(study, "runs/b/seed-1")
     child = subprocess.Popen(["sleep", "0"])
     child.wait()
     gone.set_user_attr("worker", f"{socket.gethostname()}:{child.pid}")
     elsewhere = _stale_running_trial(study, "runs/c/seed-1")
     elsewhere.set_user_attr("worker", f"another-host:{os.getpid()}")
-    fail_stale(study, LIVENESS, alive=run_folder_alive(tmp_path))
+    try:
+        fail_stale(study, LIVENESS, alive=run_folder_alive(tmp_path))
+    finally:
+        live.kill()
+        live.wait()
     states = {t.number: t.state for t in study.get_trials()}
     assert states[mine.number] == TrialState.RUNNING
     assert states[gone.number] == TrialState.FAIL and states[elsewhere.number] == TrialState.FAIL
+    assert states[orphan.number] == TrialState.FAIL
+
+
+def test_an_interrupted_trial_is_failed_not_left_running(tmp_path: Path) -> None:
+    import pytest
+
+    study = _study(tmp_path)
+
+    def objective(trial: optuna.Trial) -> float:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(study, objective, RuntimeError)
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL]
 
 
 def test_recording_an_outcome_on_a_trial_failed_meanwhile_does_not_crash(tmp_path: Path) -> None:
