@@ -50,6 +50,14 @@ def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}")
 
 
+def check_probabilities(config: Any, names: tuple[str, ...]) -> None:
+    """Each named field of ``config`` is a dropout probability in [0, 1)."""
+    for name in names:
+        value = getattr(config, name)
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+
+
 def check_known_keys(cls: type, values: dict[str, Any], what: str) -> None:
     """Reject a key that is not a field of the dataclass ``cls``, naming the nearest valid one."""
     names = {f.name for f in dataclasses.fields(cls)}
@@ -115,10 +123,7 @@ class MisaConfig:
                 raise ConfigError(f"{name} must be in {low}..{top}, got {value!r}")
         if self.text_encoder == "glove" and self.vocab_size < 2:
             raise ConfigError("text_encoder=glove needs vocab_size >= 2 (<unk> and <pad>)")
-        for name in ("dropout", "mask_dropout", "generator_dropout"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+        check_probabilities(self, ("dropout", "mask_dropout", "generator_dropout"))
         for name in ("diff_weight", "sim_weight", "recon_weight", "reverse_grad_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")

@@ -36,7 +36,7 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from misalatch.errors import ConfigError
-from misalatch.models.config import RegressionLoss, TextEncoderKind, check_known_keys
+from misalatch.models.config import RegressionLoss, TextEncoderKind, check_known_keys, check_probabilities
 from misalatch.models.encoders import apply_bert_freeze, build_bert
 from misalatch.models.feedback import (
     MODALITIES,
@@ -100,10 +100,7 @@ class MMLatchConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.text_encoder == "glove" and self.vocab_size < 2:
             raise ConfigError("text_encoder=glove needs vocab_size >= 2 (<unk> and <pad>)")
-        for name in ("encoder_dropout", "fuser_dropout", "generator_dropout", "mask_dropout"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+        check_probabilities(self, ("encoder_dropout", "fuser_dropout", "generator_dropout", "mask_dropout"))
 
     # --- the facts every model config offers (see misalatch.models.registry) ---
     @property
