@@ -113,8 +113,8 @@ def write_aggregate(rows: Sequence[AggregateRow], out_dir: str | os.PathLike[str
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    group_keys = _ordered_union(row.group.keys() for row in rows)
-    metric_names = _ordered_union(row.metrics.keys() for row in rows)
+    group_keys = ordered_union(row.group.keys() for row in rows)
+    metric_names = ordered_union(row.metrics.keys() for row in rows)
     columns = group_keys + [f"{m}_{s}" for m in metric_names for s in ("mean", "std")] + list(_RESERVED_COLUMNS)
 
     buf = io.StringIO()
@@ -149,7 +149,8 @@ def write_aggregate(rows: Sequence[AggregateRow], out_dir: str | os.PathLike[str
     return json_path, csv_path
 
 
-def _ordered_union(key_lists: Any) -> list[str]:
+def ordered_union(key_lists: Any) -> list[str]:
+    """Every key of the lists, once, in first-seen order."""
     seen: dict[str, None] = {}
     for keys in key_lists:
         for k in keys:

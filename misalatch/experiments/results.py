@@ -32,7 +32,7 @@ from typing import Any, Optional
 
 from optuna.trial import TrialState
 
-from misalatch.evaluation.aggregate import aggregate
+from misalatch.evaluation.aggregate import aggregate, ordered_union
 from misalatch.evaluation.report import DISPLAY_NAMES, _fmt
 from misalatch.experiments.stats import paired_comparison
 from misalatch.experiments.studies import attempts, json_safe, redact
@@ -152,7 +152,7 @@ def results_csv(doc: dict[str, Any]) -> str:
     """One row per variant and split: params, n, seeds, ``<metric>_mean`` / ``<metric>_std``."""
     fields = list(doc["sweep"]["grid"])
     fields.remove("seed")
-    metrics = _ordered_union(_metric_names(doc, s) for s in SPLITS)
+    metrics = ordered_union(_metric_names(doc, s) for s in SPLITS)
     columns = ["key", *fields, "split", "n", "seeds"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std")]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
@@ -165,14 +165,6 @@ def results_csv(doc: dict[str, Any]) -> str:
                 row[f"{m}_mean"], row[f"{m}_std"] = repr(float(st["mean"])), repr(float(st["std"]))
             writer.writerow(row)
     return buf.getvalue()
-
-
-def _ordered_union(lists: Any) -> list[str]:
-    seen: dict[str, None] = {}
-    for names in lists:
-        for n in names:
-            seen.setdefault(n, None)
-    return list(seen)
 
 
 def _cell(metric: str, stats: dict[str, Any]) -> str:
