@@ -56,7 +56,6 @@ from misalatch.experiments.studies import (
     open_storage,
     redact,
     run_trial,
-    worker_id,
 )
 from misalatch.experiments.sweep import run_folder_alive, train_run_folder
 from misalatch.io.atomic import atomic_write_text
@@ -288,7 +287,6 @@ def _objective(search: Search):
         params = suggest(trial, spec.space)
         run_dir = search.out / "trials" / f"trial-{trial.number}"
         trial.set_user_attr("run_dir", str(run_dir.relative_to(search.out)))
-        trial.set_user_attr("worker", worker_id())
         trial.set_user_attr("attempt", attempts(search.study._storage.get_trial(trial._trial_id)))
 
         def report(row: dict[str, Any]) -> None:

@@ -202,6 +202,7 @@ def run_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], f
               after: Optional[Callable[[optuna.Study, FrozenTrial], None]] = None) -> Optional[FrozenTrial]:
     """Ask for one trial (the next queued one first), run ``objective`` and tell its outcome.
 
+    The trial names its worker (``host:pid``, the ``worker`` attribute) before the objective runs.
     ``objective`` raises ``failure`` for a run that failed (recorded, not re-raised) and
     ``optuna.TrialPruned`` for one pruned or not needed. A trial that another worker failed while it
     ran (its heartbeat looked stale from another host) is not told again: its outcome is logged and
@@ -210,6 +211,11 @@ def run_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], f
     trial = study.ask()
     value: Optional[float] = None
     _RUNNING_HERE.add(trial._trial_id)
+    # claim it at once: until the trial names its worker, another worker can only judge it by its
+    # start time, and the objective's first storage writes may take seconds on a busy database
+    with contextlib.suppress(Exception):
+        study._storage.set_trial_user_attr(trial._trial_id, "worker", worker_id())
+        study._storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time())
     try:
         value, state = objective(trial), TrialState.COMPLETE
     except optuna.TrialPruned:

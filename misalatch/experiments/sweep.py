@@ -49,7 +49,6 @@ from misalatch.experiments.studies import (
     redact,
     retry_callback,
     run_trial,
-    worker_id,
 )
 from misalatch.io.atomic import atomic_write_text
 from misalatch.io.owned import check_target, claim_output, is_owned, lock_holder_alive, record_written
@@ -470,7 +469,7 @@ def _objective(sweep: Sweep, cache: _SetupCache):
         run_dir = sweep.out / "runs" / spec.folder(params) / f"seed-{seed}"
         attempt = attempts(frozen)
         for name, value in {"key": key, "seed": seed, "run_dir": str(run_dir.relative_to(sweep.out)),
-                            "worker": worker_id(), "attempt": attempt, "error": None}.items():
+                            "attempt": attempt, "error": None}.items():
             trial.set_user_attr(name, value)
         log.info("sweep %s: %s seed %d (trial %d, attempt %d) -> %s", sweep.name, key, seed, trial.number, attempt,
                  run_dir)

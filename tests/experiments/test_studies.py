@@ -135,3 +135,25 @@ def test_recording_an_outcome_on_a_trial_failed_meanwhile_does_not_crash(tmp_pat
         return 1.0
 
     assert run_trial(study, objective, RuntimeError) is None
+
+
+def test_a_trial_names_its_worker_before_its_objective_runs(tmp_path: Path, monkeypatch) -> None:
+    """A slow first write of the objective (a busy database) must not let another worker take the
+    trial: it is claimed the moment it is asked, so the live-worker check protects it."""
+    from misalatch.experiments import studies
+
+    study = _study(tmp_path)
+    seen: dict[str, object] = {}
+
+    def objective(trial: optuna.Trial) -> float:
+        later = time.time() + 600  # as if the objective's first writes had taken ten minutes
+        monkeypatch.setattr(studies.time, "time", lambda: later)
+        fail_stale(study, LIVENESS)
+        monkeypatch.undo()
+        frozen = study._storage.get_trial(trial._trial_id)
+        seen.update(state=frozen.state, worker=frozen.user_attrs.get("worker"))
+        return 1.0
+
+    done = run_trial(study, objective, RuntimeError)
+    assert seen == {"state": TrialState.RUNNING, "worker": studies.worker_id()}
+    assert done is not None and done.state == TrialState.COMPLETE

@@ -106,7 +106,7 @@ def _assert_four_runs_exactly_once(url: str, study: str, out: Path) -> list[optu
 @pytest.mark.slow
 def test_two_workers_share_a_sqlite_sweep_without_duplicates(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
-    cmd = ["sweep", "--out", str(out), *GRID, *TINY_FLAGS, "--max-epochs", "1", "--heartbeat", "1", "--grace", "5"]
+    cmd = ["sweep", "--out", str(out), *GRID, *TINY_FLAGS, "--max-epochs", "1", "--heartbeat", "1", "--grace", "30"]
     logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
     procs = [worker(cmd, logs[0]), worker(cmd, logs[1])]  # the same command in two terminals
     codes = wait_all(procs, logs)
