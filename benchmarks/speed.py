@@ -413,6 +413,43 @@ def check_adam(path: Path_, device: torch.device, steps: int = 5) -> dict[str, f
     return out
 
 
+def check_compile(path: Path_, args: argparse.Namespace, device: torch.device, variant: str) -> dict[str, float]:
+    """``torch.compile`` against eager on the same fixed batches, interleaved: median step seconds
+    of each (after the compiled model's warm-up steps, whose time is reported apart), and the largest
+    loss difference over the timed steps (same weights, same batches, eval-mode dropout off)."""
+    gen = torch.Generator().manual_seed(123)
+    batches = list(iterate_batches(path.data.splits["train"], path.spec, args.batch_size, shuffle=True,
+                                   generator=gen, max_batches=args.steps))
+    eager = path.make_model(variant).to(device)
+    compiled = torch.compile(copy.deepcopy(eager), dynamic=True)  # same weights; no optimizer step changes them
+    eager.eval(), compiled.eval()  # no dropout: both run the same math, so their losses must agree
+    t0 = clock()
+    for b in batches:  # one pass over the timed batches compiles every shape they need
+        compiled(b.inputs.to(device), b.labels.to(device)).losses.total.backward()
+        compiled.zero_grad(set_to_none=True)
+    sync(device)
+    warmup = clock() - t0
+    times: dict[str, list[float]] = {"eager": [], "compiled": []}
+    worst = 0.0
+    for rep in range(args.repeats):
+        for name, model in (("eager", eager), ("compiled", compiled)):
+            losses = []
+            for b in batches:
+                t = clock()
+                out = model(b.inputs.to(device), b.labels.to(device))
+                out.losses.total.backward()
+                sync(device)
+                times[name].append(clock() - t)
+                losses.append(float(out.losses.total.detach()))
+                model.zero_grad(set_to_none=True)
+            if name == "eager":
+                reference = losses
+            else:
+                worst = max(worst, max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(reference, losses)))
+    e, c = statistics.median(times["eager"]), statistics.median(times["compiled"])
+    return {"eager_step_s": e, "compiled_step_s": c, "ratio": c / e, "warmup_s": warmup, "max_rel_loss_diff": worst}
+
+
 # ----------------------------------------------------------------------------------------------
 # report
 # ----------------------------------------------------------------------------------------------
@@ -457,6 +494,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-words", type=int, default=None)
     p.add_argument("--profile", action="store_true", help="time one epoch by component instead")
     p.add_argument("--check-adam", action="store_true", help="foreach / fused Adam against the default")
+    p.add_argument("--check-compile", action="store_true",
+                   help="torch.compile against eager (forward + backward, fixed batches, first variant)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of seconds")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
@@ -505,6 +544,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             diffs = check_adam(build_path(name, args), device)
             report["adam"][name] = diffs
             print(f"{name}: max |w - w_default| after 5 steps: foreach {diffs['foreach']:.3g}, fused {diffs['fused']:.3g}")
+    elif args.check_compile:
+        report["compile"] = {}
+        for name in args.paths:
+            res = check_compile(build_path(name, args), args, device, args.variants[0])
+            report["compile"][name] = res
+            print(f"{name} {args.variants[0]}: eager step {1e3 * res['eager_step_s']:.0f} ms, compiled "
+                  f"{1e3 * res['compiled_step_s']:.0f} ms (ratio {res['ratio']:.2f}; warm-up {res['warmup_s']:.0f} s); "
+                  f"largest relative loss difference {res['max_rel_loss_diff']:.2g}")
     else:
         rows = []
         for name in args.paths:

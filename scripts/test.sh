@@ -4,8 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 # Two test processes (pytest-xdist), one torch thread each (no thread oversubscription between the
-# workers and the subprocesses tests start). On the 2-core CI machine the whole suite took 17 min
-# this way (1,032 s, 748 tests). MISALATCH_TEST_WORKERS=0 runs everything in this process.
+# workers and the subprocesses tests start; tests/conftest.py follows OMP_NUM_THREADS).
+# MISALATCH_TEST_WORKERS=0 runs everything in this process.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 workers=${MISALATCH_TEST_WORKERS:-2}
 if [ "$workers" = 0 ]; then dist=(); else dist=(-n "$workers" --dist worksteal); fi

@@ -15,7 +15,10 @@ DATA = SHARED / "data"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-torch.set_num_threads(2)
+# The suite's own thread count: scripts/test.sh runs two pytest workers with OMP_NUM_THREADS=1
+# (two threads each on two cores made the tiny-op models spin-wait, twice as slow); a plain
+# `pytest` uses two threads.
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 2))
 
 
 def shared_file(*parts: str) -> Path:
