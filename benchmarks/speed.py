@@ -431,7 +431,7 @@ def check_compile(path: Path_, args: argparse.Namespace, device: torch.device, v
     warmup = clock() - t0
     times: dict[str, list[float]] = {"eager": [], "compiled": []}
     worst = 0.0
-    for rep in range(args.repeats):
+    for _ in range(args.repeats):
         for name, model in (("eager", eager), ("compiled", compiled)):
             losses = []
             for b in batches:
