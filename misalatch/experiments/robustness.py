@@ -310,7 +310,8 @@ def run_robustness(run: LoadedRun, config: RobustnessConfig, *, variant: str = "
     facts = {
         "data": run.config.data, "dataset": run.dataset.name, "synthetic": run.dataset.synthetic,
         "task": run.dataset.task, "alignment": run.dataset.alignment, "text_encoder": run.spec.text_encoder,
-        "modalities": run.spec.modalities, "feedback": run.config.feedback, "split": config.split,
+        "modalities": run.spec.modalities, "model": run.config.model, "feedback": run.config.feedback,
+        "split": config.split,
         "segments": len(segments), "batch_size": config.batch_size or run.config.batch_size or 32,
         "train_seed": run.sidecar.get("seed"), "device": str(run.device),
     }

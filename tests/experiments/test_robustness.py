@@ -248,6 +248,7 @@ def test_command_writes_curves_for_a_sweep(sweep: Path, tmp_path: Path, capsys: 
     assert visual["train_scale"]["std"]["t"] is not None
     synthetic = next(r for r in doc["runs"] if r["variant"] == "synthetic")
     assert synthetic["train_scale"]["std"]["t"] is None and synthetic["perturbed"] == "av"
+    assert (synthetic["model"], synthetic["feedback"]) == ("misa", "none")  # what was perturbed, by name
     assert json.loads((out / "run.json").read_text())["kind"] == "robustness"
     # an existing output is never overwritten without --overwrite
     before = (out / "raw.csv").read_bytes()
