@@ -212,6 +212,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def fixed_batches(path: Path_, batch_size: int, n: int) -> list[Batch]:
+    """The same ``n`` random training batches in every mode and variant (seeded)."""
+    gen = torch.Generator().manual_seed(123)
+    return list(iterate_batches(path.data.splits["train"], path.spec, batch_size, shuffle=True, generator=gen,
+                                max_batches=n))
+
+
 def step_times(model: MISA, batches: Sequence[Batch], device: torch.device, *, original: bool) -> list[float]:
     """Seconds per train step (forward, losses, backward, clip, Adam) over fixed batches."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -252,9 +259,7 @@ def sync(device: torch.device) -> None:
 
 def bench_path(path: Path_, args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
     rows = []
-    gen = torch.Generator().manual_seed(123)
-    fixed = list(iterate_batches(path.data.splits["train"], path.spec, args.batch_size, shuffle=True, generator=gen,
-                                 max_batches=args.steps + 1))
+    fixed = fixed_batches(path, args.batch_size, args.steps + 1)
     for variant in args.variants:
         model = path.make_model(variant).to(device)
         init = copy.deepcopy(model.state_dict())
@@ -417,12 +422,11 @@ def check_compile(path: Path_, args: argparse.Namespace, device: torch.device, v
     """``torch.compile`` against eager on the same fixed batches, interleaved: median step seconds
     of each (after the compiled model's warm-up steps, whose time is reported apart), and the largest
     loss difference over the timed steps (same weights, same batches, eval-mode dropout off)."""
-    gen = torch.Generator().manual_seed(123)
-    batches = list(iterate_batches(path.data.splits["train"], path.spec, args.batch_size, shuffle=True,
-                                   generator=gen, max_batches=args.steps))
+    batches = fixed_batches(path, args.batch_size, args.steps)
     eager = path.make_model(variant).to(device)
     compiled = torch.compile(copy.deepcopy(eager), dynamic=True)  # same weights; no optimizer step changes them
-    eager.eval(), compiled.eval()  # no dropout: both run the same math, so their losses must agree
+    eager.eval()  # no dropout: both run the same math, so their losses must agree
+    compiled.eval()
     t0 = clock()
     for b in batches:  # one pass over the timed batches compiles every shape they need
         compiled(b.inputs.to(device), b.labels.to(device)).losses.total.backward()

@@ -75,6 +75,8 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:  # exists, owned by someone else
         return True
+    except OverflowError:  # a pid no process can have (a corrupted or crafted lock, name or attribute)
+        return False
     except OSError:
         return True
     try:  # Linux: a killed process its parent has not reaped yet (a zombie) is not running

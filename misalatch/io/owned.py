@@ -240,6 +240,10 @@ def _describe_lock(path: Path) -> str:
         return "an unknown process"
 
 
+# what reading a lock's pid and host may raise: unreadable, half-written or crafted (a pid of 1e400)
+_UNREADABLE_LOCK = (OSError, ValueError, KeyError, TypeError, OverflowError)
+
+
 def lock_holder_alive(target: str | os.PathLike[str]) -> bool | None:
     """Whether a live process on this machine holds ``target``'s lock: True / False, or None when
     the holder runs on another host (its pid means nothing here) or the lock cannot be read."""
@@ -248,7 +252,7 @@ def lock_holder_alive(target: str | os.PathLike[str]) -> bool | None:
         pid, host = int(doc["pid"]), str(doc["host"])
     except FileNotFoundError:
         return False
-    except (OSError, ValueError, KeyError, TypeError):
+    except _UNREADABLE_LOCK:
         return None
     if host != host_id():
         return None
@@ -295,7 +299,7 @@ class _Lock:
             pid, host = int(doc["pid"]), str(doc["host"])
         except FileNotFoundError:
             return True  # released meanwhile: try again
-        except (OSError, ValueError, KeyError, TypeError):
+        except _UNREADABLE_LOCK:
             # a half-written lock: only its creator can be writing it right now; give it a moment
             time.sleep(0.2)
             try:
@@ -303,7 +307,7 @@ class _Lock:
                 pid, host = int(doc["pid"]), str(doc["host"])
             except FileNotFoundError:
                 return True
-            except (OSError, ValueError, KeyError, TypeError):
+            except _UNREADABLE_LOCK:
                 return False
         if host != host_id() or pid_alive(pid):
             return False

@@ -43,6 +43,10 @@ def test_lock_holder_alive_reads_the_lock(tmp_path: Path) -> None:
     assert lock_holder_alive(run) is True
     _write_lock(run, 2**22 + 12345, host_id())  # beyond pid_max: no such process
     assert lock_holder_alive(run) is False
+    _write_lock(run, 2**63, host_id())  # a crafted lock: a pid no process can have, not a crash
+    assert lock_holder_alive(run) is False
+    lock_path(run).write_text('{"pid": 1e400, "host": "%s"}' % host_id())  # JSON reads it as inf
+    assert lock_holder_alive(run) is None  # cannot be read: neither alive nor dead
     _write_lock(run, os.getpid(), "another-host")
     assert lock_holder_alive(run) is None  # a pid of another machine means nothing here
 
