@@ -106,12 +106,35 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         if target and target != ":memory:":
             Path(target).parent.mkdir(parents=True, exist_ok=True)
     try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs)
+        storage = RDBStorage(url, engine_kwargs=engine_kwargs)
     except ImportError as err:
         raise ConfigError(f"--storage {redact(url)}: the database driver is not installed ({err})") from err
     except Exception as err:  # sqlalchemy ArgumentError / OperationalError
         raise StorageError(f"--storage {redact(url)}: cannot open the storage ({type(err).__name__}: "
                            f"{str(err).splitlines()[0]})") from err
+    if url.startswith("sqlite"):
+        _serialize_sqlite_transactions(storage)
+    return storage
+
+
+def _serialize_sqlite_transactions(storage: RDBStorage) -> None:
+    """Make every SQLite transaction take the write lock when it begins (``BEGIN IMMEDIATE``).
+
+    Optuna claims a queued trial by reading it ``FOR UPDATE`` and then writing RUNNING; SQLite
+    ignores ``FOR UPDATE`` and Python's driver begins a transaction only at the first write, so two
+    workers could both read WAITING and both run the same trial. With the lock taken at BEGIN the
+    read and the write are one step (SQLAlchemy's documented recipe for pysqlite transactions)."""
+    from sqlalchemy import event
+
+    @event.listens_for(storage.engine, "connect")
+    def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(storage.engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    storage.engine.dispose()  # connections opened while Optuna made its tables predate the hooks
 
 
 def retry_callback(retries: int) -> RetryHeartbeatStaleTrialCallback:

@@ -161,3 +161,33 @@ def test_a_trial_names_its_worker_before_its_objective_runs(tmp_path: Path, monk
     done = run_trial(study, objective, RuntimeError)
     assert seen == {"state": TrialState.RUNNING, "worker": studies.worker_id()}
     assert done is not None and done.state == TrialState.COMPLETE
+
+
+def _pop_until_empty(url: str, found: "multiprocessing.Queue") -> None:
+    study = optuna.load_study(study_name="s", storage=open_storage(url))
+    popped = []
+    while study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        popped.append(study.ask()._trial_id)
+    found.put(popped)
+
+
+def test_workers_on_one_sqlite_file_never_pop_the_same_queued_trial(tmp_path: Path) -> None:
+    """SQLite ignores Optuna's FOR UPDATE: without BEGIN IMMEDIATE two processes both claimed one
+    WAITING trial (about 1 in 15 in this race) and trained the same run twice."""
+    import multiprocessing
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = _study(tmp_path)
+    for i in range(120):
+        study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, system_attrs={"i": i}))
+    queued = {t._trial_id for t in study.get_trials(deepcopy=False)}
+    context = multiprocessing.get_context("spawn")  # fresh interpreters, as separate workers are
+    found = context.Queue()
+    procs = [context.Process(target=_pop_until_empty, args=(url, found)) for _ in range(4)]
+    for proc in procs:
+        proc.start()
+    popped = [i for _ in procs for i in found.get(timeout=240)]
+    for proc in procs:
+        proc.join(timeout=60)
+    claimed = [i for i in popped if i in queued]
+    assert sorted(claimed) == sorted(queued)  # every queued trial claimed exactly once
