@@ -99,12 +99,14 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         raise ConfigError(f"--storage {url!r}: expected a URL such as sqlite:///sweeps/study.db, "
                           "postgresql+psycopg2://user@host/db or journal:/shared/study.log")
     engine_kwargs: dict = {"pool_pre_ping": True}
+    sqlite_file = None  # the database file of a sqlite URL; none for an in-memory one (one process)
     if url.startswith("sqlite"):
         # many workers on one file: wait for the write lock instead of failing at once
         engine_kwargs = {"connect_args": {"timeout": 120}}
-        target = url.split(":///", 1)[-1]
+        target = url.split(":///", 1)[1] if ":///" in url else ""
         if target and target != ":memory:":
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            sqlite_file = Path(target)
+            sqlite_file.parent.mkdir(parents=True, exist_ok=True)
     try:
         storage = RDBStorage(url, engine_kwargs=engine_kwargs)
     except ImportError as err:
@@ -112,7 +114,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     except Exception as err:  # sqlalchemy ArgumentError / OperationalError
         raise StorageError(f"--storage {redact(url)}: cannot open the storage ({type(err).__name__}: "
                            f"{str(err).splitlines()[0]})") from err
-    if url.startswith("sqlite"):
+    if sqlite_file is not None:  # only a file is shared by several workers
         _serialize_sqlite_transactions(storage)
     return storage
 

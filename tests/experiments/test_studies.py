@@ -191,3 +191,15 @@ def test_workers_on_one_sqlite_file_never_pop_the_same_queued_trial(tmp_path: Pa
         proc.join(timeout=60)
     claimed = [i for i in popped if i in queued]
     assert sorted(claimed) == sorted(queued)  # every queued trial claimed exactly once
+
+
+def test_an_in_memory_sqlite_study_works_and_creates_no_folder(tmp_path: Path, monkeypatch) -> None:
+    """Only a database file gets the shared-file transaction hooks; an in-memory one would lose its
+    tables when the hooks drop the first connections. ``sqlite://`` names no folder to make."""
+    monkeypatch.chdir(tmp_path)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    for url in ("sqlite:///:memory:", "sqlite://"):
+        study = optuna.create_study(storage=open_storage(url))
+        study.optimize(lambda trial: trial.suggest_float("x", 0.0, 1.0), n_trials=2)
+        assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 2
+    assert list(tmp_path.iterdir()) == []
