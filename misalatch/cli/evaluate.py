@@ -11,7 +11,7 @@ import tyro
 
 from misalatch.evaluation.report import format_metrics_table
 from misalatch.io.atomic import atomic_write_text
-from misalatch.io.owned import check_file_target, record_written
+from misalatch.io.owned import check_file_target, record_written, refuse_links
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,9 @@ def main(argv: list[str]) -> int:
     args = tyro.cli(EvaluateArgs, args=argv, prog="misalatch evaluate")
     out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
     check_file_target(out, overwrite=args.overwrite or args.out is None, looks_ours=_is_evaluation_json)
+    if args.plots:  # the plots go into RUN_DIR: refuse a link there now, not after evaluation.json is written
+        refuse_links(args.run_dir, [f"{out.stem}-{kind}-{split}.png" for kind in ("scatter", "confusion")
+                                    for split in ("valid", "test")])
     run = load_run(args.run_dir, data=args.data, data_root=args.data_root, device=args.device)
     results = evaluate_run(run)
     task = run.dataset.task

@@ -46,7 +46,9 @@ def _run_model(run_dir: str) -> tuple[str, bool]:
     from misalatch.errors import CheckpointError, ConfigError
     from misalatch.models.registry import get_model
     from misalatch.training.checkpoint import read_sidecar
+    from misalatch.training.run_dir import check_run_links
 
+    check_run_links(run_dir)
     sidecar = read_sidecar(run_dir, "best")
     spec = get_model(str(sidecar.get("model", "misa")))
     try:

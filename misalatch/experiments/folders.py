@@ -104,7 +104,12 @@ class Results:
 # validation helpers
 # ----------------------------------------------------------------------------------------------
 def read_json(path: Path) -> Any:
-    """Parse a JSON file with a clear error (size-capped; NaN / Infinity allowed, as Python writes them)."""
+    """Parse a JSON file with a clear error (size-capped; NaN / Infinity allowed, as Python writes them).
+
+    A symbolic link is refused: misalatch never writes one into a results folder, and following it
+    could read a file outside that folder."""
+    if path.is_symlink():
+        raise DataFormatError(f"{path}: is a symbolic link; misalatch does not follow links inside a results folder")
     try:
         size = path.stat().st_size
     except OSError as err:
@@ -115,6 +120,8 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DataFormatError(f"{path}: not valid JSON ({err})") from err
+    except RecursionError as err:
+        raise DataFormatError(f"{path}: JSON nested too deeply") from err
     except OSError as err:
         raise DataFormatError(f"{path}: cannot read ({err.strerror})") from err
 
@@ -316,7 +323,8 @@ def read_sweep(folder: Path) -> Results:
 def read_seeds(folder: Path) -> Results:
     """A ``train --seeds`` folder: its ``seed-<s>/`` run folders, aggregated here from their metrics."""
     runs = []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("seed-")):
+    # a seed-<s> link is not followed: it could embed another folder's files (or a stranger's) in the results
+    for sub in sorted(p for p in folder.iterdir() if p.name.startswith("seed-") and p.is_dir() and not p.is_symlink()):
         runs.append(read_run_record(sub) if (sub / "metrics.json").is_file() else
                     RunRecord(seed=None, run_dir=sub, state="failed", error="no metrics.json (unfinished)"))
     if not any(r.state == "complete" for r in runs):

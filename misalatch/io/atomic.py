@@ -18,6 +18,7 @@ several files as one unit through a journal folder (``mlnext``) that is rolled f
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -26,6 +27,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, Mapping, Sequence
@@ -188,7 +190,10 @@ def cleanup_stale_temporaries(folder: str | os.PathLike[str], *, recursive: bool
     Only names of the form written by this module are considered, only those of this host, and
     only when their pid is no longer running; a file of a live writer or of another machine (a
     shared file system) is left alone. A set-aside old folder (``mlold``) whose final name is
-    missing is put back instead of removed: it is the only copy. Returns what was removed.
+    missing is put back instead of removed: it is the only copy. A dead writer's journal
+    (``mlnext``) is completed when :func:`read_journal` accepts it, else discarded. Everything
+    here happens inside ``folder``: a name read from disk never leads out of it, and symbolic
+    links are removed, never followed. Returns what was removed.
     """
     root = Path(folder)
     removed: list[Path] = []
@@ -206,17 +211,21 @@ def cleanup_stale_temporaries(folder: str | os.PathLike[str], *, recursive: bool
             continue
         if not writer_dead(name):
             continue
+        link = entry.is_symlink()  # a link is never ours: removed as a link, never followed
+        if name.tag == "mlnext" and not link and entry.is_dir():
+            journal = read_journal(entry, root)
+            if journal is not None:
+                log.warning("%s: completing the file set left half-committed by dead writer pid %d", root, name.pid)
+                _roll_forward(entry, root, journal)
+                continue
         final = root / name.final_name
-        if name.tag == "mlnext" and entry.is_dir() and _journal_complete(entry):
-            log.warning("%s: completing the file set left half-committed by dead writer pid %d", root, name.pid)
-            _roll_forward(entry, root)
-            continue
-        if name.tag == "mlold" and not (final.exists() or final.is_symlink()):
+        if (name.tag == "mlold" and not link and name.final_name not in (".", "..")
+                and not (final.exists() or final.is_symlink())):
             log.warning("%s: restoring %s left aside by dead writer pid %d", final, entry.name, name.pid)
             os.rename(entry, final)
             continue
         log.info("removing %s, left by dead writer pid %d", entry, name.pid)
-        if entry.is_dir() and not entry.is_symlink():
+        if entry.is_dir() and not link:
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
@@ -228,6 +237,37 @@ def cleanup_stale_temporaries(folder: str | os.PathLike[str], *, recursive: bool
 # several files as one unit
 # ----------------------------------------------------------------------------------------------
 JOURNAL_FILE = "COMMIT.json"
+MAX_NAME_BYTES = 255  # the longest file name ext4, XFS, APFS and NTFS hold
+MAX_JOURNAL_FILES = 64  # a checkpoint set has a handful of files
+MAX_JOURNAL_BYTES = 1 << 20  # COMMIT.json names a few files; refuse to parse a huge one
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def plain_name_problem(name: object) -> str | None:
+    """Why ``name`` is not a plain file name of a folder (None when it is one).
+
+    A plain name is a non-empty string of at most :data:`MAX_NAME_BYTES` UTF-8 bytes with no path
+    separator (``/`` or ``\\``), no drive colon, no NUL or other control character, is not ``.`` or
+    ``..`` and does not start with ``.`` (hidden names are our temporaries, journals and locks).
+    Joined to a folder it always names an entry directly inside that folder.
+    """
+    if not isinstance(name, str):
+        return f"a {type(name).__name__}, not a file name"
+    if not name:
+        return "an empty name"
+    if name in (".", ".."):
+        return f"{name!r} is not a file name"
+    if "/" in name or "\\" in name or ":" in name:
+        return f"{name[:80]!r} contains a path separator"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return f"{name[:80]!r} contains a NUL or control character"
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        return f"a name of {len(name.encode('utf-8', 'surrogatepass'))} bytes (at most {MAX_NAME_BYTES})"
+    if name.startswith("."):
+        return f"{name[:80]!r} is a hidden name (reserved for temporaries and journals)"
+    if name == JOURNAL_FILE:
+        return f"{name!r} is the journal's own file"
+    return None
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
@@ -238,58 +278,128 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class JournalEntry:
+    """One file of a committed set, as ``COMMIT.json`` names it."""
+
+    name: str
+    size: int
+    sha256: str
+
+
 def commit_files(folder: str | os.PathLike[str], files: Mapping[str, bytes], *, order: Sequence[str] | None = None,
                  register: Callable[[str], Any] | None = None) -> None:
-    """Replace the files ``files`` (name -> content, names without folders) in ``folder`` as one unit.
+    """Replace the files ``files`` (name -> content, plain names) in ``folder`` as one unit.
 
     Everything is first written into a journal folder beside them, then a ``COMMIT.json`` naming
     the files with their sizes and sha256 (the commit point), then the files are renamed into place
     in ``order`` (put a manifest last) and the journal is removed. A crash before the commit point
     leaves the old files untouched (the journal is discarded as a stale temporary); a crash after
     it is completed by :func:`recover_pending` / :func:`cleanup_stale_temporaries`. ``register`` is
-    called with every name before anything is written (the owned folder's marker).
+    called with every name before anything is written (the owned folder's marker). Every name must
+    be a plain file name (:func:`plain_name_problem`): the journal holds nothing else.
     """
     root = Path(folder)
     names = list(order) if order is not None else list(files)
-    if sorted(names) != sorted(files) or any("/" in n or n.startswith(".") or n == JOURNAL_FILE for n in names):
-        raise ValueError(f"commit_files: bad names {names}")
+    problems = [p for p in map(plain_name_problem, names) if p is not None]
+    if sorted(names) != sorted(files) or len(set(names)) != len(names) or problems or len(names) > MAX_JOURNAL_FILES:
+        raise ValueError(f"commit_files: bad names {names}" + (f" ({problems[0]})" if problems else ""))
     for name in names:
         if register is not None:
             register(name)
     journal = temporary_name(root / "files", "mlnext")
     journal.mkdir(parents=True)
+    entries = []
     try:
-        entries = []
         for name in names:
             atomic_write_bytes(journal / name, files[name])
-            entries.append({"name": name, "size": len(files[name]), "sha256": hashlib.sha256(files[name]).hexdigest()})
-        atomic_write_json(journal / JOURNAL_FILE, {"files": entries})
+            entries.append(JournalEntry(name, len(files[name]), hashlib.sha256(files[name]).hexdigest()))
+        atomic_write_json(journal / JOURNAL_FILE, {"files": [dataclasses.asdict(e) for e in entries]})
     except BaseException:
         shutil.rmtree(journal, ignore_errors=True)
         raise
-    _roll_forward(journal, root)
+    _roll_forward(journal, root, entries)
 
 
-def _journal_complete(journal: Path) -> bool:
-    """True when the journal's COMMIT.json is valid and every file still in it matches it."""
+class _Refused(Exception):
+    """Why a journal found on disk is not completed (internal: logged, the journal discarded)."""
+
+
+def _regular_file(path: Path) -> os.stat_result | None:
+    """The stat of ``path`` when it is a regular file itself (not a link), None when absent."""
     try:
-        doc = json.loads((journal / JOURNAL_FILE).read_text(encoding="utf-8"))
-        entries = doc["files"]
-        for entry in entries:
-            path = journal / entry["name"]
-            if path.exists() and (path.stat().st_size != entry["size"] or sha256_file(path) != entry["sha256"]):
-                return False
-        return True
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        raise _Refused(f"{path.name} is {'a symbolic link' if stat.S_ISLNK(info.st_mode) else 'not a regular file'}")
+    return info
 
 
-def _roll_forward(journal: Path, root: Path) -> None:
-    doc = json.loads((journal / JOURNAL_FILE).read_text(encoding="utf-8"))
-    for entry in doc["files"]:
-        src = journal / entry["name"]
-        if src.exists():  # idempotent: a second roll-forward skips what the first moved
-            os.replace(src, root / entry["name"])
+def _journal_entries(journal: Path, root: Path) -> list[JournalEntry]:
+    """Every check of :func:`read_journal`; raises :class:`_Refused` with the first problem."""
+    if journal.is_symlink() or not journal.is_dir():
+        raise _Refused("the journal is not a folder")
+    info = _regular_file(journal / JOURNAL_FILE)
+    if info is None:
+        raise _Refused(f"no {JOURNAL_FILE} (the writer died before its commit point)")
+    if info.st_size > MAX_JOURNAL_BYTES:
+        raise _Refused(f"{JOURNAL_FILE} has {info.st_size} bytes")
+    try:
+        doc = json.loads((journal / JOURNAL_FILE).read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as err:
+        raise _Refused(f"{JOURNAL_FILE} is not readable JSON ({err})") from err
+    raw = doc.get("files") if isinstance(doc, dict) else None
+    if not isinstance(raw, list) or not 0 < len(raw) <= MAX_JOURNAL_FILES:
+        raise _Refused(f"{JOURNAL_FILE}: 'files' must list 1..{MAX_JOURNAL_FILES} files")
+    entries: list[JournalEntry] = []
+    for item in raw:
+        name = item.get("name") if isinstance(item, dict) else None
+        problem = plain_name_problem(name)
+        if problem is not None:
+            raise _Refused(f"{JOURNAL_FILE}: entry {problem}")
+        size, digest = item.get("size"), item.get("sha256")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise _Refused(f"{JOURNAL_FILE}: {name!r} has no valid size")
+        if not isinstance(digest, str) or not _SHA256.match(digest):
+            raise _Refused(f"{JOURNAL_FILE}: {name!r} has no valid sha256")
+        entries.append(JournalEntry(name, size, digest))
+    if len({e.name for e in entries}) != len(entries):
+        raise _Refused(f"{JOURNAL_FILE} names a file twice")
+    for entry in entries:
+        src = _regular_file(journal / entry.name)  # None: moved into place by the writer before it died
+        if src is not None and (src.st_size != entry.size or sha256_file(journal / entry.name) != entry.sha256):
+            raise _Refused(f"{entry.name} does not match {JOURNAL_FILE}")
+        dst = root / entry.name
+        if dst.is_dir() and not dst.is_symlink():
+            raise _Refused(f"{entry.name} would replace a folder")
+    return entries
+
+
+def read_journal(journal: Path, root: Path) -> list[JournalEntry] | None:
+    """The files a journal found in ``root`` commits, when completing it is safe; else None (logged).
+
+    A journal on disk is untrusted (a run folder may come from anyone): it is completed only when it
+    is a real folder whose ``COMMIT.json`` lists plain file names (:func:`plain_name_problem`), each
+    still in the journal a regular file (not a link) of the listed size and sha256 or already moved,
+    and none would replace a folder. All of this is checked before anything moves.
+    """
+    try:
+        return _journal_entries(journal, root)
+    except _Refused as why:
+        log.warning("%s: discarding the unfinished file set %s: %s", root, journal.name, why)
+        return None
+    except OSError as err:
+        log.warning("%s: discarding the unfinished file set %s: cannot read it (%s)", root, journal.name, err)
+        return None
+
+
+def _roll_forward(journal: Path, root: Path, entries: Sequence[JournalEntry]) -> None:
+    """Move the journal's files into ``root`` (idempotent: what a first try moved is skipped)."""
+    for entry in entries:
+        src = journal / entry.name
+        if src.is_file() and not src.is_symlink():
+            os.replace(src, root / entry.name)
     fsync_dir(root)
     shutil.rmtree(journal, ignore_errors=True)
 

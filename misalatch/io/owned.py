@@ -41,7 +41,7 @@ import os
 import shutil
 import time
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from misalatch.errors import ConfigError, MisalatchError
 from misalatch.io.atomic import (
@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 MARKER = "run.json"
 MARKER_FORMAT = "misalatch-run"
 MARKER_VERSION = 1
+MAX_MARKER_BYTES = 16 << 20  # a marker lists a few hundred names; a larger one is not misalatch's
 KINDS = ("train", "prepare", "masks", "sweep", "evaluate", "robustness", "search", "report", "compare",
          "benchmark")
 
@@ -88,8 +89,10 @@ def read_marker(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
     if path.is_symlink() or not path.is_file():
         return None
     try:
+        if path.stat().st_size > MAX_MARKER_BYTES:
+            return None
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(doc, dict) or doc.get("format") != MARKER_FORMAT or doc.get("version") != MARKER_VERSION:
         return None
@@ -107,40 +110,104 @@ def is_owned(folder: str | os.PathLike[str], kind: str | None = None) -> bool:
     return doc is not None and (kind is None or doc["kind"] == kind)
 
 
+def _classify(folder: Path) -> tuple[list[Path], list[str]]:
+    """What misalatch wrote in the owned ``folder`` (paths to delete to remove it) and what it did not
+    (relative names, ``["."]`` without a valid marker).
+
+    The marker's list of files is untrusted: a listed name counts only for a regular file at that
+    place (a listed name that is a folder or a symbolic link is not ours: misalatch writes neither
+    under a file's name, and never writes links). Sub-folders are entered only when they are real
+    folders holding a listed file, or carry a valid marker of their own (e.g. ``masks-test/``).
+    """
+    ours: list[Path] = []
+    foreign: list[str] = []
+    if read_marker(folder) is None:
+        return ours, ["."]
+    # (folder, its name relative to the top, the files its marker lists, the folders above them)
+    stack: list[tuple[Path, str, set[str], set[str], str]] = []
+
+    def push_owned(path: Path, rel: str) -> None:
+        doc = read_marker(path)
+        assert doc is not None
+        listed = {str(PurePosixPath(f)) for f in doc["files"]} | {MARKER}
+        dirs = {str(p) for f in listed for p in PurePosixPath(f).parents if str(p) != "."}
+        stack.append((path, "", listed, dirs, rel))
+
+    push_owned(folder, "")
+    while stack:
+        current, inner, listed, dirs, prefix = stack.pop()
+        try:
+            entries = sorted(current.iterdir())
+        except OSError:
+            foreign.append(prefix + (inner or "."))
+            continue
+        for entry in entries:
+            name = f"{inner}/{entry.name}" if inner else entry.name
+            shown = prefix + name
+            if parse_temporary_name(entry) is not None:
+                ours.append(entry)  # our own temporary (a live writer's or a crashed one's)
+            elif entry.is_symlink():
+                foreign.append(shown)
+            elif entry.is_dir():
+                if name in dirs:
+                    stack.append((entry, name, listed, dirs, prefix))
+                elif is_owned(entry):
+                    push_owned(entry, shown + "/")
+                else:
+                    foreign.append(shown + "/")
+            elif name in listed and entry.is_file():
+                ours.append(entry)
+            else:
+                foreign.append(shown)
+    return ours, sorted(foreign)
+
+
 def foreign_entries(folder: str | os.PathLike[str]) -> list[str]:
     """Entries of an owned ``folder`` that misalatch did not write (relative paths); [] = all ours.
 
     A folder without a valid marker returns ``["."]`` (nothing in it is provably ours).
     """
+    return _classify(Path(folder))[1]
+
+
+def remove_ours(folder: str | os.PathLike[str]) -> list[str]:
+    """Delete what misalatch wrote in the owned ``folder``, and the folders left empty; return what is
+    left (entries misalatch did not write, relative names). Nothing else is ever deleted."""
     root = Path(folder)
-    doc = read_marker(root)
-    if doc is None:
-        return ["."]
-    listed = {str(PurePosixPath(f)) for f in doc["files"]} | {MARKER}
-    dirs = {str(p) for f in listed for p in PurePosixPath(f).parents if str(p) != "."}
-    foreign: list[str] = []
+    ours, foreign = _classify(root)
+    for path in ours:  # file by file, even when all is ours: a file added meanwhile is not in this list
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    for current, _, _ in os.walk(root, topdown=False):  # innermost first; links are not followed
+        try:
+            os.rmdir(current)  # only an empty folder: a user's file keeps its folder
+        except OSError:
+            pass
+    return foreign if root.exists() else []
 
-    def walk(current: Path, rel: PurePosixPath) -> None:
-        for entry in sorted(current.iterdir()):
-            name = str(rel / entry.name) if str(rel) != "." else entry.name
-            if parse_temporary_name(entry) is not None:
-                continue  # our own temporary (a live writer's or a crashed one's)
-            if entry.is_symlink():
-                if name not in listed:
-                    foreign.append(name)
+
+def refuse_links(folder: str | os.PathLike[str], names: Iterable[str], *, what: str = "run folder",
+                 error: type[MisalatchError] = MisalatchError) -> None:
+    """Raise ``error`` when one of ``names`` (relative paths in ``folder``; absent ones are fine) is a
+    symbolic link or sits in a folder that is one; a name ending in ``/`` also has the entries of
+    that folder checked. misalatch never writes links, so a link in a folder it reads was put there
+    by someone else and may lead out of the folder: it is never followed."""
+    root = Path(folder)
+    for name in names:
+        here = root
+        for part in PurePosixPath(name).parts:
+            here = here / part
+            if here.is_symlink():
+                raise error(f"{here}: is a symbolic link; misalatch does not follow links inside a {what} "
+                            "(they can lead out of it)")
+        if name.endswith("/") and here.is_dir():
+            try:
+                inner = sorted(here.iterdir())[:10_000]
+            except OSError:
                 continue
-            if entry.is_dir():
-                if name in dirs:
-                    walk(entry, PurePosixPath(name))
-                elif is_owned(entry):  # e.g. masks-test/ inside a run folder
-                    foreign.extend(f"{name}/{f}" for f in foreign_entries(entry) if f != ".")
-                elif name not in listed:
-                    foreign.append(name + "/")
-            elif name not in listed:
-                foreign.append(name)
-
-    walk(root, PurePosixPath("."))
-    return foreign
+            refuse_links(root, [f"{name}{p.name}" for p in inner], what=what, error=error)
 
 
 def record_written(path: str | os.PathLike[str]) -> None:
@@ -359,25 +426,37 @@ class Output:
         self._marker = marker
 
     # -- writing --------------------------------------------------------------------------------
+    def _inside(self, relpath: str) -> tuple[str, Path]:
+        """``relpath`` checked to stay inside the folder: relative, no ``..``, and no folder on the
+        way a symbolic link (a reopened folder may come from anyone; a link would lead out of it)."""
+        rel = PurePosixPath(relpath)
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts or "\x00" in relpath:
+            raise ValueError(f"{relpath!r}: an output file must be a relative path inside the folder")
+        here = self.path
+        for part in rel.parts[:-1]:
+            here = here / part
+            if here.is_symlink() or here.exists() and not here.is_dir():
+                raise MisalatchError(f"{here}: is {'a symbolic link' if here.is_symlink() else 'a file'}, not a "
+                                     f"folder of this output; misalatch does not write through it")
+        return str(rel), self.path / rel
+
     def file(self, relpath: str) -> Path:
         """Record ``relpath`` as ours and return its current path (parent folders created)."""
-        rel = PurePosixPath(relpath)
-        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
-            raise ValueError(f"{relpath!r}: an output file must be a relative path inside the folder")
-        name = str(rel)
+        name, path = self._inside(relpath)
         if name not in self._marker["files"]:
             self._marker["files"] = sorted({*self._marker["files"], name})
             self._write_marker()
-        path = self.path / name
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
     def remove(self, relpath: str) -> None:
         """Delete one of our files and drop it from the marker (a file we never wrote is refused)."""
-        name = str(PurePosixPath(relpath))
+        name, path = self._inside(relpath)
         if name not in self._marker["files"]:
             raise ValueError(f"{relpath!r} is not a file of this output; refusing to delete it")
-        (self.path / name).unlink(missing_ok=True)
+        if path.is_dir() and not path.is_symlink():
+            raise MisalatchError(f"{path}: is a folder, not the file this output wrote; it was not deleted")
+        path.unlink(missing_ok=True)
         self._marker["files"] = [f for f in self._marker["files"] if f != name]
         self._write_marker()
 
@@ -464,7 +543,7 @@ class Output:
         fsync_dir(target.parent)
         self.path, self.committed = target, True
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            _retire(old, target)
         log.debug("%s: committed (%s)", target, self.kind)
         return target
 
@@ -473,6 +552,25 @@ class Output:
         self._marker["complete"] = True
         self._marker["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self._write_marker()
+
+
+def _retire(old: Path, target: Path) -> None:
+    """Remove a replaced output folder, set aside as ``old``: only what misalatch wrote goes. Entries a
+    user added after the overwrite was checked (e.g. during a long first epoch) stay, in a visible
+    folder beside the new output, never under a temporary name that a later cleanup would delete."""
+    try:
+        left = remove_ours(old)
+    except OSError as err:
+        left = [f"({err.strerror})"]
+    if not old.exists():
+        return
+    kept = target.parent / f"{target.name}.kept-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    try:
+        os.rename(old, kept)
+    except OSError:
+        kept = old
+    log.warning("%s: the replaced folder held entries misalatch did not write (%s); they were kept in %s",
+                target, ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else ""), kept)
 
 
 def _new_marker(kind: str) -> dict[str, Any]:
@@ -561,19 +659,24 @@ def check_file_target(target: str | os.PathLike[str], *, overwrite: bool = False
     doc = read_marker(path.parent)
     recorded = doc is not None and path.name in doc["files"]
     if recorded:
-        return path
+        if looks_ours is None or _looks_ours(looks_ours, path):
+            return path
+        raise ConfigError(f"{flag} {target}: is {path.name}, a file of the misalatch {doc['kind']} folder "
+                          f"{path.parent} and not an output of this command; refusing to replace it (nothing was "
+                          "changed); choose another path")
     if not overwrite:
         raise ConfigError(f"{flag} {target}: exists; pass --overwrite to replace it (only a file misalatch wrote)")
-    ours = False
-    if looks_ours is not None:
-        try:
-            ours = bool(looks_ours(path))
-        except (OSError, ValueError):
-            ours = False
-    if not ours:
+    if looks_ours is None or not _looks_ours(looks_ours, path):
         raise ConfigError(f"{flag} {target}: refusing to overwrite: it is not a file misalatch wrote (nothing was "
                           "changed); choose another path")
     return path
+
+
+def _looks_ours(looks_ours: Any, path: Path) -> bool:
+    try:
+        return path.is_file() and not path.is_symlink() and bool(looks_ours(path))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return False
 
 
 def remove_owned(target: str | os.PathLike[str], kind: str | None = None) -> None:
@@ -581,10 +684,12 @@ def remove_owned(target: str | os.PathLike[str], kind: str | None = None) -> Non
     path = Path(target)
     if path.is_symlink() or not is_owned(path, kind) or foreign_entries(path):
         raise ConfigError(f"{path}: not removed: not a misalatch folder holding only misalatch files")
-    shutil.rmtree(path)
+    left = remove_ours(path)  # a file added meanwhile stays
+    if left:
+        log.warning("%s: not removed entirely: it holds entries misalatch did not write (%s)", path, ", ".join(left[:5]))
 
 
 __all__ = [
     "MARKER", "Output", "OutputLockedError", "check_file_target", "check_target", "claim_output", "foreign_entries", "is_owned",
-    "open_output", "read_marker", "record_written", "remove_owned",
+    "open_output", "read_marker", "record_written", "refuse_links", "remove_ours", "remove_owned",
 ]

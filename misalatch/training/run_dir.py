@@ -37,7 +37,7 @@ from misalatch.evaluation.plots import plot_history, prediction_pngs
 from misalatch.models.registry import ModelSpec, get_model, identify_weights
 from misalatch.resources import load_tokenizer
 from misalatch.io.atomic import atomic_write_text
-from misalatch.io.owned import Output
+from misalatch.io.owned import Output, refuse_links
 from misalatch.training.checkpoint import load_weights, read_sidecar
 from misalatch.training.config import TrainConfig
 from misalatch.training.loop import SplitEvaluation, evaluate
@@ -158,12 +158,24 @@ def check_weights_hold(path: Path, spec: ModelSpec) -> None:
                               f"{spec.name!r}; a {held!r} checkpoint cannot be loaded as {spec.name!r}")
 
 
+RUN_FILES = ("best.json", "best.manifest.json", "best.safetensors", "vocab.json", "tokenizer/", "metrics.json",
+             "resume.json", "resume.manifest.json", "resume.safetensors", "config.yaml", "history.csv")
+"""What misalatch reads back from a run folder (``tokenizer/``: the folder and its files)."""
+
+
+def check_run_links(run_dir: str | Path) -> None:
+    """Refuse a run folder whose files are symbolic links: a run folder may come from anyone, and a
+    link would make misalatch read (or replace) a file outside it (docs/security.md)."""
+    refuse_links(run_dir, RUN_FILES, error=CheckpointError)
+
+
 def load_run(run_dir: str | Path, *, data: str | None = None, data_root: str | None = None,
              device: str = "auto") -> LoadedRun:
     """Rebuild a run's best model and its data (or other ``data``) prepared the same way."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: no such run folder")
+    check_run_links(run_dir)
     sidecar = read_sidecar(run_dir, "best")
     try:
         cfg = TrainConfig.from_dict(sidecar["config"], source=f"{run_dir / 'best.json'}: config")

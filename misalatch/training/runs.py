@@ -20,7 +20,7 @@ from typing import Any, Callable
 from misalatch.errors import CheckpointError, ConfigError
 from misalatch.evaluation.aggregate import AggregateRow, aggregate, write_aggregate
 from misalatch.io.atomic import sha256_file
-from misalatch.io.owned import Output, check_target, claim_output, open_output, read_marker
+from misalatch.io.owned import Output, check_target, claim_output, open_output, read_marker, refuse_links
 from misalatch.training.checkpoint import (
     ResumeState,
     best_files,
@@ -35,6 +35,7 @@ from misalatch.training.config import TrainConfig
 from misalatch.training.distributed import SINGLE, Distributed, distributed_job, is_distributed_launch
 from misalatch.training.loop import PlateauSchedule, evaluate, fit
 from misalatch.training.run_dir import (
+    check_run_links,
     data_facts,
     default_out,
     dev_record,
@@ -246,10 +247,14 @@ def resume_training(run_dir: str | Path, **changes: Any) -> TrainResult:
         raise ConfigError(f"--resume {run_dir}: this run finished; there is nothing to resume")
     config = TrainConfig.from_dict({**marker["config"], **changes, "out": str(run_dir), "overwrite": False},
                                    source=str(run_dir / "run.json"))
+    seeds = config.run_seeds
+    if len(seeds) > 1:  # a seed folder that is a link would make resume write outside the run folder
+        refuse_links(run_dir, [f"seed-{s}" for s in seeds], error=CheckpointError)
+    for seed in seeds:
+        check_run_links(run_dir if len(seeds) == 1 else run_dir / f"seed-{seed}")
     setup = setup_run(config)
     resolve_device(config.device)
     with open_output(run_dir, "train") as output:
-        seeds = config.run_seeds
         done: dict[int, RunResult] = {}
         states: dict[int, ResumeState] = {}
         for seed in seeds:
