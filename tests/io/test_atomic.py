@@ -174,3 +174,101 @@ def test_incomplete_journal_is_discarded(tmp_path):
     (journal / "a").write_bytes(b"half")  # no COMMIT.json: died before the commit point
     recover_pending(tmp_path)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {"a": b"old"}
+
+
+# ---- a journal found on disk is untrusted (issue 17 §1) ----
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.text(max_size=300))
+def test_an_accepted_plain_name_always_names_an_entry_directly_inside_the_folder(name):
+    from misalatch.io.atomic import plain_name_problem
+
+    if plain_name_problem(name) is None:
+        root = "/srv/run"
+        joined = os.path.normpath(os.path.join(root, name))
+        assert os.path.dirname(joined) == root and os.path.basename(joined) == name
+        assert len(name.encode("utf-8", "surrogatepass")) <= 255
+
+
+@pytest.mark.parametrize("name", ["../victim", "../../x", "/etc/passwd", "a/b", "..\\x", "x\x00", "", ".", "..",
+                                  "a" * 256, ".hidden", "COMMIT.json", "C:x"])
+def test_commit_files_refuses_a_name_that_is_not_plain(tmp_path, name):
+    from misalatch.io.atomic import commit_files
+
+    with pytest.raises(ValueError, match="bad names"):
+        commit_files(tmp_path / "run", {name: b"x"})
+    assert not (tmp_path / "run").exists()
+
+
+def _journal(tmp_path, entries, files=None):
+    import hashlib
+    import json
+
+    root = tmp_path / "run"
+    root.mkdir()
+    (root / "best.json").write_bytes(b"old")
+    journal = root / f".files.mlnext-{_dead_pid()}-0123abcd@{host_id()}"
+    journal.mkdir()
+    for name, data in (files or {}).items():
+        (journal / name).write_bytes(data)
+    (journal / "COMMIT.json").write_text(json.dumps({"files": [
+        {"name": n, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()} for n, d in entries]}))
+    return root, journal
+
+
+def test_a_journal_with_one_escaping_name_is_discarded_before_anything_moves(tmp_path, caplog):
+    from misalatch.io.atomic import recover_pending
+
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    root, journal = _journal(tmp_path, [("best.json", b"new"), ("../victim.txt", b"evil")], {"best.json": b"new"})
+    (root / "victim.txt").write_bytes(b"evil")  # journal/../victim.txt
+    with caplog.at_level("WARNING"):
+        recover_pending(root)
+    assert "not a file name" in caplog.text or "path separator" in caplog.text
+    assert victim.read_bytes() == b"precious" and (root / "best.json").read_bytes() == b"old"
+    assert not journal.exists()
+
+
+def test_a_journal_file_that_is_a_link_is_not_moved_in(tmp_path):
+    from misalatch.io.atomic import recover_pending
+
+    outside = tmp_path / "secret.txt"
+    outside.write_bytes(b"secret")
+    root, journal = _journal(tmp_path, [("best.json", b"secret")])
+    (journal / "best.json").symlink_to(outside)
+    recover_pending(root)
+    assert (root / "best.json").read_bytes() == b"old" and not (root / "best.json").is_symlink()
+    assert outside.read_bytes() == b"secret" and not journal.exists()
+
+
+def test_a_journal_that_is_a_link_out_of_the_folder_is_only_unlinked(tmp_path):
+    import hashlib
+    import json
+
+    from misalatch.io.atomic import recover_pending
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_bytes(b"secret")
+    (outside / "COMMIT.json").write_text(json.dumps({"files": [
+        {"name": "secret.txt", "size": 6, "sha256": hashlib.sha256(b"secret").hexdigest()}]}))
+    root = tmp_path / "run"
+    root.mkdir()
+    link = root / f".files.mlnext-{_dead_pid()}-0123abcd@{host_id()}"
+    link.symlink_to(outside, target_is_directory=True)
+    recover_pending(root)
+    assert (outside / "secret.txt").read_bytes() == b"secret" and not (root / "secret.txt").exists()
+    assert not link.is_symlink()
+
+
+def test_a_valid_journal_is_still_completed(tmp_path):
+    from misalatch.io.atomic import recover_pending
+
+    root, journal = _journal(tmp_path, [("best.json", b"new"), ("best.manifest.json", b"m")],
+                             {"best.json": b"new", "best.manifest.json": b"m"})
+    recover_pending(root)
+    assert (root / "best.json").read_bytes() == b"new" and (root / "best.manifest.json").read_bytes() == b"m"
+    assert not journal.exists()

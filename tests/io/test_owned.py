@@ -226,3 +226,46 @@ def test_a_finished_run_lists_exactly_the_files_it_holds(tmp_path):
     held = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != "run.json"}
     assert listed == held
     assert not any(name.endswith(("resume.json", "resume.safetensors", "resume.manifest.json")) for name in listed)
+
+
+def test_a_listed_name_counts_only_for_a_regular_file(tmp_path):
+    """A crafted run.json listing a user's folder or a link does not make them misalatch's."""
+    target = _make_run(tmp_path / "run")
+    (target / "notes").mkdir()
+    (target / "notes" / "mine.txt").write_text("mine")
+    (tmp_path / "outside").mkdir()
+    (target / "link").symlink_to(tmp_path / "outside", target_is_directory=True)
+    doc = read_marker(target)
+    doc["files"] += ["notes", "link", "../outside"]
+    (target / MARKER).write_text(json.dumps(doc))
+    assert foreign_entries(target) == ["link", "notes/"]
+    with pytest.raises(ConfigError, match="did not write"):
+        check_target(target, "train", overwrite=True)
+    assert (target / "notes" / "mine.txt").read_text() == "mine"
+
+
+def test_a_replaced_folder_loses_only_what_misalatch_wrote(tmp_path, caplog):
+    target = _make_run(tmp_path / "run")
+    with caplog.at_level("WARNING"):
+        with claim_output(target, "train", overwrite=True) as out:
+            out.write_text("new.txt", "n")
+            (target / "added.txt").write_text("the user's, written after the check")
+    assert sorted(p.name for p in target.iterdir()) == sorted([MARKER, "new.txt"])
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("run.kept-")]
+    assert len(kept) == 1 and [p.name for p in kept[0].iterdir()] == ["added.txt"] and "were kept in" in caplog.text
+
+
+def test_output_never_writes_or_removes_through_a_link(tmp_path):
+    from misalatch.errors import MisalatchError
+
+    target = _make_run(tmp_path / "run")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "resume.json").write_text("theirs")
+    (target / "seed-1").symlink_to(tmp_path / "outside", target_is_directory=True)
+    with open_output(target, "train") as out:
+        out._marker["files"].append("seed-1/resume.json")  # as a crafted run.json would list it
+        with pytest.raises(MisalatchError, match="symbolic link"):
+            out.write_text("seed-1/resume.json", "x")
+        with pytest.raises(MisalatchError, match="symbolic link"):
+            out.remove("seed-1/resume.json")
+    assert (tmp_path / "outside" / "resume.json").read_text() == "theirs"
