@@ -247,14 +247,11 @@ def resume_training(run_dir: str | Path, **changes: Any) -> TrainResult:
         raise ConfigError(f"--resume {run_dir}: this run finished; there is nothing to resume")
     config = TrainConfig.from_dict({**marker["config"], **changes, "out": str(run_dir), "overwrite": False},
                                    source=str(run_dir / "run.json"))
-    seeds = config.run_seeds
-    if len(seeds) > 1:  # a seed folder that is a link would make resume write outside the run folder
-        refuse_links(run_dir, [f"seed-{s}" for s in seeds], error=CheckpointError)
-    for seed in seeds:
-        check_run_links(run_dir if len(seeds) == 1 else run_dir / f"seed-{seed}")
+    _refuse_run_links(run_dir, config.run_seeds)
     setup = setup_run(config)
     resolve_device(config.device)
     with open_output(run_dir, "train") as output:
+        seeds = config.run_seeds
         done: dict[int, RunResult] = {}
         states: dict[int, ResumeState] = {}
         for seed in seeds:
@@ -265,6 +262,15 @@ def resume_training(run_dir: str | Path, **changes: Any) -> TrainResult:
             elif has_resume_state(folder):
                 states[seed] = load_resume_state(folder)
         return _train_seeds(setup, output, done, states)
+
+
+def _refuse_run_links(run_dir: Path, seeds: tuple[int, ...] | list[int]) -> None:
+    """A seed folder or run file that is a symbolic link would make resume read or write outside the
+    run folder (docs/security.md): refused before anything is touched."""
+    if len(seeds) > 1:
+        refuse_links(run_dir, [f"seed-{s}" for s in seeds], error=CheckpointError)
+    for seed in seeds:
+        check_run_links(run_dir if len(seeds) == 1 else run_dir / f"seed-{seed}")
 
 
 def _finished_seed(folder: Path, seed: int, keep_resume_state: bool, output: Output, sub: str) -> RunResult:
