@@ -209,6 +209,9 @@ def _plant_journal(s: Sandbox, dead: int, entries: list[tuple[str, str]], shape:
 
 @PROPERTY
 @given(journals())
+@example(([("best.json", "file"), ("../victim.txt", "file")], "valid", "resume"))  # the examples
+@example(([("../../victim.txt", "file")], "valid", "into"))
+@example(([], "link-journal", "predict"))
 def test_a_crafted_journal_never_touches_anything_outside_the_run(trained, case):
     trained_run, dead = trained
     entries, shape, command = case
