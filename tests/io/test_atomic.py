@@ -272,3 +272,16 @@ def test_a_valid_journal_is_still_completed(tmp_path):
     recover_pending(root)
     assert (root / "best.json").read_bytes() == b"new" and (root / "best.manifest.json").read_bytes() == b"m"
     assert not journal.exists()
+
+
+def test_a_set_aside_folder_that_is_a_link_is_removed_not_restored(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret")
+    parent = tmp_path / "runs"
+    parent.mkdir()
+    aside = parent / f".run.mlold-{_dead_pid()}-0123abcd@{host_id()}"
+    aside.symlink_to(outside, target_is_directory=True)
+    cleanup_stale_temporaries(parent)
+    assert not (parent / "run").exists() and not aside.is_symlink()
+    assert (outside / "secret.txt").read_text() == "secret"
