@@ -32,6 +32,8 @@ class EvaluateArgs:
     """Write <out-stem>-scatter-<split>.png and <out-stem>-confusion-<split>.png into RUN_DIR."""
     overwrite: bool = False
     """Replace an existing --out file misalatch wrote."""
+    trust_unverified: bool = False
+    """Load a run folder whose checkpoint has no manifest (its files cannot be verified; docs/security.md)."""
 
 
 def _is_evaluation_json(path: Path) -> bool:
@@ -45,7 +47,8 @@ def main(argv: list[str]) -> int:
     args = tyro.cli(EvaluateArgs, args=argv, prog="misalatch evaluate")
     out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
     check_file_target(out, overwrite=args.overwrite or args.out is None, looks_ours=_is_evaluation_json)
-    run = load_run(args.run_dir, data=args.data, data_root=args.data_root, device=args.device)
+    run = load_run(args.run_dir, data=args.data, data_root=args.data_root, device=args.device,
+                   trust_unverified=args.trust_unverified)
     results = evaluate_run(run)
     task = run.dataset.task
     payload = {"data": run.config.data, "synthetic": run.dataset.synthetic}

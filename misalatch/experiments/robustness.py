@@ -677,8 +677,9 @@ class RobustnessReport:
 
 def robustness(paths: Sequence[str | Path], out: str | Path, config: RobustnessConfig | None = None, *,
                device: str = "auto", data: str | None = None, data_root: str | None = None,
-               overwrite: bool = False) -> RobustnessReport:
-    """Robustness curves of every run in ``paths`` written to the new folder ``out``."""
+               overwrite: bool = False, trust_unverified: bool = False) -> RobustnessReport:
+    """Robustness curves of every run in ``paths`` written to the new folder ``out`` (each run loaded
+    by :func:`~misalatch.training.run_dir.load_run`, ``trust_unverified`` passed on)."""
     config = config or RobustnessConfig()
     out = Path(out)
     check_target(out, "robustness", overwrite=overwrite)  # fail before the long part; checked again on claim
@@ -686,7 +687,7 @@ def robustness(paths: Sequence[str | Path], out: str | Path, config: RobustnessC
     results: list[RunRobustness] = []
     for run_dir, variant in found:
         log.info("robustness of %s (variant %s)", run_dir, variant)
-        run = load_run(run_dir, data=data, data_root=data_root, device=device)
+        run = load_run(run_dir, data=data, data_root=data_root, device=device, trust_unverified=trust_unverified)
         results.append(run_robustness(run, config, variant=variant))
     tasks = {r.task for r in results}
     if len(tasks) > 1:

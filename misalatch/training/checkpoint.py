@@ -145,11 +145,17 @@ def _read_json_object(path: Path, what: str) -> dict[str, Any]:
     return doc
 
 
-def verify_manifest(directory: str | Path, name: str) -> dict[str, Any] | None:
+TRUST_HINT = "pass --trust-unverified (load_run(..., trust_unverified=True)) to load it anyway"
+
+
+def verify_manifest(directory: str | Path, name: str, *, trust_unverified: bool = False) -> dict[str, Any] | None:
     """Check ``<name>.manifest.json`` against the files it names (sizes, sha256).
 
-    A half-committed set of a dead writer is completed first. Returns the manifest, or None for a
-    checkpoint written before manifests existed (logged).
+    A half-committed set of a dead writer is completed first. The manifest must list the set's
+    weights and sidecar: deleting it, or a line of it, does not switch the check off. Without a
+    manifest the set is refused unless ``trust_unverified`` (then None is returned and a warning
+    logged): every misalatch since manifests exist writes one, so a missing one means the folder
+    was edited, copied in part, or written by a very old version.
     """
     directory = Path(directory)
     try:
@@ -157,24 +163,37 @@ def verify_manifest(directory: str | Path, name: str) -> dict[str, Any] | None:
     except OSError as err:  # a read-only folder: verification below still catches a mixed set
         log.debug("%s: cannot complete pending checkpoint writes (%s)", directory, err)
     path = directory / f"{name}.manifest.json"
-    if not path.exists():
-        if (directory / f"{name}.json").is_file():
-            log.warning("%s: no %s (written by an older misalatch); the files are not verified", directory, path.name)
-            return None
-        raise CheckpointError(f"{path}: no checkpoint manifest (is this a misalatch run folder?)")
+    if not path.exists() and not path.is_symlink():
+        if not (directory / f"{name}.json").is_file():
+            raise CheckpointError(f"{directory / (name + '.json')}: no checkpoint here (neither {name}.json nor "
+                                  f"{path.name}; is this a misalatch run folder?)")
+        if not trust_unverified:
+            raise CheckpointError(f"{path}: missing, so {name}.safetensors and {name}.json cannot be verified (the "
+                                  f"run folder was edited, copied in part or written by a very old misalatch); "
+                                  f"{TRUST_HINT}")
+        log.warning("%s: no %s; loading UNVERIFIED files (--trust-unverified)", directory, path.name)
+        return None
+    if path.is_symlink():
+        raise CheckpointError(f"{path}: is a symbolic link; a checkpoint manifest is a plain file")
     manifest = _read_json_object(path, "checkpoint manifest")
     files = manifest.get("files")
     if manifest.get("format") != MANIFEST_FORMAT or not isinstance(files, dict) or not files:
         raise CheckpointError(f"{path}: not a misalatch checkpoint manifest (format {manifest.get('format')!r})")
+    unlisted = [n for n in (f"{name}.safetensors", f"{name}.json") if n not in files]
+    if unlisted:
+        raise CheckpointError(f"{path}: does not list {', '.join(unlisted)}; a manifest covers the whole set "
+                              "(it was edited)")
     for fname, entry in files.items():
-        target = directory / str(fname)
-        if "/" in str(fname) or not isinstance(entry, dict):
-            raise CheckpointError(f"{path}: bad entry {fname!r}")
-        if not target.is_file():
-            raise CheckpointError(f"{target}: missing; {path.name} lists it as part of the checkpoint")
+        plain = isinstance(fname, str) and fname == Path(fname).name and fname not in ("", ".", "..") \
+            and "\\" not in fname and "\0" not in fname and fname.startswith(name + ".")
+        if not plain or not isinstance(entry, dict):
+            raise CheckpointError(f"{path}: bad entry {str(fname)!r:.80}")
+        target = directory / fname
+        if target.is_symlink() or not target.is_file():
+            raise CheckpointError(f"{target}: missing (or not a plain file); {path.name} lists it as part of the checkpoint")
         size = target.stat().st_size
         if size != entry.get("size"):
-            raise CheckpointError(f"{target}: {size} bytes, but {path.name} says {entry.get('size')} (the file is "
+            raise CheckpointError(f"{target}: {size} bytes, but {path.name} says {entry.get('size')!r:.40} (the file is "
                                   "truncated or was replaced; the checkpoint cannot be trusted)")
         if sha256_file(target) != entry.get("sha256"):
             raise CheckpointError(f"{target}: sha256 does not match {path.name} (the file was modified or garbled)")
@@ -258,33 +277,83 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({err}); it is truncated or garbled") from err
 
 
-def load_weights(directory: str | Path, name: str, model: nn.Module, *, verify: bool = True) -> dict[str, torch.Tensor]:
+def load_weights(directory: str | Path, name: str, model: nn.Module, *, verify: bool = True,
+                 trust_unverified: bool = False) -> dict[str, torch.Tensor]:
     """Load ``<name>.safetensors`` strictly (manifest verified first); differences are reported by name."""
     if verify:
-        verify_manifest(directory, name)
+        verify_manifest(directory, name, trust_unverified=trust_unverified)
     path = Path(directory) / f"{name}.safetensors"
+    check_tensor_header(path, model.state_dict())
     state = _load_tensors(path)
     load_state_checked(model, state, str(path))
     return state
 
 
+# safetensors' dtype names (the file header) for the dtypes a model holds
+_ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+              torch.int8: "I8", torch.uint8: "U8", torch.int16: "I16", torch.int32: "I32", torch.int64: "I64",
+              torch.bool: "BOOL"}
+
+
+def _header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Name -> (dtype, shape) of every tensor of a safetensors file, from its header (nothing else is read)."""
+    from safetensors import safe_open
+
+    if path.is_symlink() or not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            out = {}
+            for key in handle.keys():
+                piece = handle.get_slice(key)
+                out[key] = (str(piece.get_dtype()), tuple(int(n) for n in piece.get_shape()))
+            return out
+    except Exception as err:  # safetensors raises its own error types (and Rust panics) for damaged files
+        raise CheckpointError(f"{path}: not a readable safetensors file ({str(err)[:200]}); it is truncated or "
+                              "garbled") from err
+
+
+def tensor_problems(expected: dict[str, tuple[str, tuple[int, ...]]],
+                    found: dict[str, tuple[str, tuple[int, ...]]]) -> list[str]:
+    """What differs between two ``name -> (dtype, shape)`` maps, one phrase per tensor (missing first)."""
+    problems = [f"tensor {k!r} is missing" for k in expected if k not in found]
+    problems += [f"tensor {k!r} is not part of the model" for k in found if k not in expected]
+    for key, (dtype, shape) in expected.items():
+        if key not in found:
+            continue
+        got_dtype, got_shape = found[key]
+        if got_dtype != dtype:
+            problems.append(f"tensor {key!r} is {got_dtype} {list(got_shape)}, the model expects {dtype} {list(shape)}")
+        elif got_shape != shape:
+            problems.append(f"tensor {key!r} has shape {list(got_shape)}, the model expects {list(shape)}")
+    return problems
+
+
+def expected_tensors(state: dict[str, torch.Tensor]) -> dict[str, tuple[str, tuple[int, ...]]]:
+    return {k: (_ST_DTYPES.get(v.dtype, str(v.dtype)), tuple(v.shape)) for k, v in state.items()}
+
+
+def _problem_line(source: str, problems: list[str], what: str = "the configured model") -> str:
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return (f"{source}: does not match {what} (weights of another configuration, or an edited file): "
+            f"{'; '.join(problems[:3])}{more}")
+
+
+def check_tensor_header(path: Path, own: dict[str, torch.Tensor], *, skip: tuple[str, ...] = ()) -> None:
+    """Every tensor of ``path`` has the dtype and shape of the model's ``own`` state (names in ``skip``
+    are not in the file: they are referenced, see :func:`split_referenced`), checked from the file's
+    header before any tensor is loaded. One CheckpointError naming the file and the first tensors."""
+    expected = expected_tensors({k: v for k, v in own.items() if k not in skip})
+    problems = tensor_problems(expected, _header(path))
+    if problems:
+        raise CheckpointError(_problem_line(str(path), problems))
+
+
 def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict`` with missing, unexpected and mis-shaped tensors named in one CheckpointError."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-              if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if shapes:
-            parts.append(f"{len(shapes)} tensors of another size (file vs model): {'; '.join(shapes[:6])}")
-        if missing:
-            parts.append(f"missing {missing[:6]}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:6]}")
-        raise CheckpointError(f"{source}: weights do not match the configured model (weights of another "
-                              f"configuration?): {', '.join(parts)}")
+    """``load_state_dict`` with missing, unexpected, mis-typed and mis-shaped tensors named in one CheckpointError."""
+    problems = tensor_problems(expected_tensors(model.state_dict()), expected_tensors(state))
+    if problems:
+        raise CheckpointError(_problem_line(source, problems))
     model.load_state_dict(state, strict=True)
 
 
@@ -363,18 +432,19 @@ def has_resume_state(directory: str | Path) -> bool:
         p.name.startswith(".files.mlnext-") for p in directory.iterdir())
 
 
-def load_resume_state(directory: str | Path) -> ResumeState:
-    """The resumable state of ``directory`` with the best weights it refers to (both verified)."""
+def load_resume_state(directory: str | Path, *, trust_unverified: bool = False) -> ResumeState:
+    """The resumable state of ``directory`` with the best weights it refers to (both verified;
+    ``trust_unverified`` admits sets without a manifest)."""
     from misalatch.training.seeding import join_rng_state
 
     directory = Path(directory)
-    verify_manifest(directory, "resume")
+    verify_manifest(directory, "resume", trust_unverified=trust_unverified)
     path = directory / "resume.json"
     doc = _read_json_object(path, "resume state")
     if doc.get("format") != RESUME_FORMAT or doc.get("version") != RESUME_VERSION:
         raise CheckpointError(f"{path}: not a misalatch resume state (format {doc.get('format')!r})")
     tensors = _load_tensors(directory / "resume.safetensors")
-    verify_manifest(directory, "best")
+    verify_manifest(directory, "best", trust_unverified=trust_unverified)
     best_path = directory / "best.safetensors"
     if doc.get("best_sha256") is not None and sha256_file(best_path) != doc["best_sha256"]:
         raise CheckpointError(f"{best_path}: is not the best checkpoint {path.name} refers to (epoch "

@@ -38,7 +38,7 @@ from misalatch.models.registry import ModelSpec, get_model, identify_weights
 from misalatch.resources import load_tokenizer
 from misalatch.io.atomic import atomic_write_text
 from misalatch.io.owned import Output
-from misalatch.training.checkpoint import load_weights, read_sidecar
+from misalatch.training.checkpoint import load_weights, read_sidecar, verify_manifest
 from misalatch.training.config import TrainConfig
 from misalatch.training.loop import SplitEvaluation, evaluate
 from misalatch.training.setup import SOURCE_ENCODER, RunSetup, check_token_ids, resolve_device, tokenize_once
@@ -159,11 +159,17 @@ def check_weights_hold(path: Path, spec: ModelSpec) -> None:
 
 
 def load_run(run_dir: str | Path, *, data: str | None = None, data_root: str | None = None,
-             device: str = "auto") -> LoadedRun:
-    """Rebuild a run's best model and its data (or other ``data``) prepared the same way."""
+             device: str = "auto", trust_unverified: bool = False) -> LoadedRun:
+    """Rebuild a run's best model and its data (or other ``data``) prepared the same way.
+
+    The checkpoint set is verified against its manifest before anything in it is read; a run folder
+    without one is refused unless ``trust_unverified`` (docs/security.md). Either way every tensor's
+    dtype and shape must be those of the model its config builds.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: no such run folder")
+    verify_manifest(run_dir, "best", trust_unverified=trust_unverified)
     sidecar = read_sidecar(run_dir, "best")
     try:
         cfg = TrainConfig.from_dict(sidecar["config"], source=f"{run_dir / 'best.json'}: config")
@@ -195,7 +201,7 @@ def load_run(run_dir: str | Path, *, data: str | None = None, data_root: str | N
         model = spec.build(model_config)
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{run_dir / 'best.json'}: model_config cannot build a model ({err})") from err
-    load_weights(run_dir, "best", model)
+    load_weights(run_dir, "best", model, verify=False)  # verified above, before the sidecar was read
     model.to(dev).eval()
     spec = BatchSpec(text_encoder=model_config.text_encoder, modalities=cfg.modalities, alignment=dataset.alignment,
                      task=dataset.task, visual_dim=model_config.visual_size, acoustic_dim=model_config.acoustic_size)

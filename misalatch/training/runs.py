@@ -221,10 +221,11 @@ RESUME_FLAGS = ("device", "keep_resume_state")
 """What may differ on ``--resume``: neither changes what is computed (CPU vs GPU aside)."""
 
 
-def resume_training(run_dir: str | Path, **changes: Any) -> TrainResult:
+def resume_training(run_dir: str | Path, *, trust_unverified: bool = False, **changes: Any) -> TrainResult:
     """Continue a killed ``train`` run in ``run_dir`` with its own config.
 
-    ``changes`` may only set :data:`RESUME_FLAGS`. Seeds that finished are kept, the interrupted one
+    ``changes`` may only set :data:`RESUME_FLAGS`. Checkpoints without a manifest are refused unless
+    ``trust_unverified`` (:func:`misalatch.training.checkpoint.verify_manifest`). Seeds that finished are kept, the interrupted one
     continues after its last saved epoch exactly as it would have, the others are trained.
     """
     bad = sorted(set(changes) - set(RESUME_FLAGS))
@@ -258,7 +259,7 @@ def resume_training(run_dir: str | Path, **changes: Any) -> TrainResult:
                 done[seed] = _finished_seed(folder, seed, config.keep_resume_state, output,
                                             "" if len(seeds) == 1 else f"seed-{seed}/")
             elif has_resume_state(folder):
-                states[seed] = load_resume_state(folder)
+                states[seed] = load_resume_state(folder, trust_unverified=trust_unverified)
         return _train_seeds(setup, output, done, states)
 
 
