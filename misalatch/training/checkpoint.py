@@ -377,6 +377,7 @@ class ResumeState:
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. the config fingerprint of the run
     best_model: dict[str, torch.Tensor] | None = None  # not written here: it is best.safetensors
     scheduler: dict[str, Any] | None = None  # lr scheduler state_dict (ReduceLROnPlateau: plain numbers)
+    source: str = ""  # the file it was read from, for error messages
 
 
 def _flatten_optimizer(prefix: str, state_dict: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -450,6 +451,7 @@ def load_resume_state(directory: str | Path, *, trust_unverified: bool = False) 
         raise CheckpointError(f"{best_path}: is not the best checkpoint {path.name} refers to (epoch "
                               f"{doc.get('best_epoch')}); the run folder was modified")
     best = _load_tensors(best_path)
+    check_resume_document(doc, tensors, path)
     try:
         model = None if doc["model_is_best"] else {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
         state = ResumeState(
@@ -462,10 +464,189 @@ def load_resume_state(directory: str | Path, *, trust_unverified: bool = False) 
             rng=join_rng_state(doc["rng"], {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}),
             stopped=bool(doc["stopped"]), extra=dict(doc.get("extra") or {}), best_model=best,
             scheduler=None if doc.get("scheduler") is None else dict(doc["scheduler"]),
+            source=str(path),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(f"{path}: incomplete resume state ({type(err).__name__}: {err})") from err
     return state
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_resume_document(doc: dict[str, Any], tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """The types and sizes of a resume state that do not depend on the model: counters, history,
+    optimiser layout, RNG states. A crafted or mismatched state is one CheckpointError naming the
+    field (never a traceback from torch, NumPy or ``random`` when it is put back)."""
+
+    def bad(field_name: str, expected: str) -> CheckpointError:
+        value = doc.get(field_name, "(missing)") if "." not in field_name and "[" not in field_name else "…"
+        return CheckpointError(f"{path}: field {field_name!r} must be {expected} (found {type(value).__name__} "
+                               f"{value!r:.40}); the resume state was edited or is from another version")
+
+    epoch = doc.get("epoch")
+    if not _is_int(epoch) or not 1 <= epoch <= 10**7:
+        raise bad("epoch", "an integer >= 1")
+    if not _is_int(doc.get("best_epoch")) or not 0 <= doc["best_epoch"] <= epoch:
+        raise bad("best_epoch", f"an integer in 0..{epoch}")
+    if not _is_number(doc.get("best_dev_loss")) or math.isnan(doc["best_dev_loss"]):
+        raise bad("best_dev_loss", "a number")
+    for name in ("model_is_best", "stopped"):
+        if not isinstance(doc.get(name), bool):
+            raise bad(name, "true or false")
+    stopper = doc.get("stopper")
+    if not isinstance(stopper, dict) or not _is_number(stopper.get("best")) \
+            or not all(_is_int(stopper.get(k)) for k in ("left", "trials_left")) \
+            or "epoch" in stopper and not _is_int(stopper["epoch"]):
+        raise bad("stopper", "an object with best (number), left, trials_left and epoch (integers)")
+    history = doc.get("history")
+    if not isinstance(history, list) or len(history) != epoch:
+        raise bad("history", f"a list of {epoch} rows (one per epoch)")
+    for i, row in enumerate(history):
+        if not isinstance(row, dict) or set(row) != set(history[0]) or row.get("epoch") != i + 1 \
+                or not isinstance(row.get("improved"), bool) or not _is_number(row.get("dev_loss")) \
+                or not all(isinstance(v, (int, float, bool)) for v in row.values()):
+            raise CheckpointError(f"{path}: history row {i + 1} must be an object of numbers with the keys of row 1 "
+                                  f"(epoch {i + 1}, improved, dev_loss, ...); the resume state was edited")
+    for name in ("optimizer", "best_optimizer"):
+        opt = doc.get(name)
+        if opt is None and name == "best_optimizer":
+            continue
+        if not isinstance(opt, dict) or not isinstance(opt.get("param_groups"), list) \
+                or not all(isinstance(g, dict) for g in opt["param_groups"]) or not isinstance(opt.get("scalars"), dict) \
+                or not isinstance(opt.get("indices"), list) or not all(_is_int(i) and i >= 0 for i in opt["indices"]):
+            raise bad(name, "an optimiser state (param_groups, scalars, indices)")
+    prefixes = {"optim": doc["optimizer"]["indices"],
+                "best_optim": (doc.get("best_optimizer") or {}).get("indices", [])}
+    for key in tensors:
+        head, _, rest = key.partition(".")
+        if head in prefixes:
+            index, _, leaf = rest.partition(".")
+            if not index.isdigit() or int(index) not in prefixes[head] or not leaf:
+                raise CheckpointError(f"{path.with_suffix('.safetensors')}: tensor {key!r:.80} is not part of the "
+                                      "optimiser state its resume.json describes")
+        elif head not in ("model", "rng"):
+            raise CheckpointError(f"{path.with_suffix('.safetensors')}: unexpected tensor {key!r:.80}")
+    _check_rng(doc.get("rng"), {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}, path)
+    if doc.get("scheduler") is not None and not isinstance(doc["scheduler"], dict):
+        raise bad("scheduler", "an object or null")
+    if doc.get("extra") is not None and not isinstance(doc["extra"], dict):
+        raise bad("extra", "an object or null")
+
+
+def _check_rng(doc: Any, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """The RNG states of a resume state have the sizes and types of this Python, NumPy and torch."""
+    import random
+
+    import numpy as np
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: RNG state {what}; the resume state was edited or written by an "
+                               "incompatible version")
+
+    if not isinstance(doc, dict) or not isinstance(doc.get("python"), list) or len(doc["python"]) != 2 \
+            or not isinstance(doc.get("numpy"), list) or len(doc["numpy"]) != 4 \
+            or not _is_int(doc.get("cuda_devices")) or not 0 <= doc["cuda_devices"] <= 1024:
+        raise bad("'rng' must be an object with python [2 values], numpy [4 values] and cuda_devices")
+    version, gauss = doc["python"]
+    if version != random.getstate()[0] or not (gauss is None or _is_number(gauss)):
+        raise bad(f"python: version {version!r:.20} is not {random.getstate()[0]}")
+    kind, pos, has_gauss, cached = doc["numpy"]
+    if kind != "MT19937" or not _is_int(pos) or not 0 <= pos <= 624 or has_gauss not in (0, 1) \
+            or not _is_number(cached):
+        raise bad("numpy: expected ['MT19937', position 0..624, 0|1, number]")
+    expected = {"python_mt": (torch.int64, (len(random.getstate()[1]),)),
+                "numpy_keys": (torch.int64, tuple(np.random.get_state()[1].shape)),
+                "torch": (torch.uint8, tuple(torch.get_rng_state().shape)),
+                "generator": (torch.uint8, tuple(torch.Generator().get_state().shape))}
+    for i in range(doc["cuda_devices"]):
+        expected[f"cuda{i}"] = (torch.uint8, tensors[f"cuda{i}"].shape if f"cuda{i}" in tensors else (-1,))
+    for name, (dtype, shape) in expected.items():
+        tensor = tensors.get(name)
+        if tensor is None:
+            raise bad(f"rng.{name} is missing")
+        if tensor.dtype != dtype or tuple(tensor.shape) != tuple(shape) or tensor.ndim != 1:
+            raise bad(f"rng.{name} is {str(tensor.dtype).replace('torch.', '')} {list(tensor.shape)}, expected "
+                      f"{str(dtype).replace('torch.', '')} {list(shape)}")
+    for name in ("python_mt", "numpy_keys"):
+        values = tensors[name]
+        if int(values.min()) < 0 or int(values.max()) >= 2**32:
+            raise bad(f"rng.{name} holds values outside 0..2**32-1")
+    if int(tensors["python_mt"][-1]) > 624:
+        raise bad("rng.python_mt: position outside 0..624")
+    extra = sorted(set(tensors) - set(expected))
+    if extra:
+        raise bad(f"holds unexpected tensors {extra[:3]}")
+
+
+def check_resume_against(state: ResumeState, model: nn.Module, optimizer: torch.optim.Optimizer,
+                         scheduler: Any = None) -> None:
+    """A resume state fits the model, optimiser and scheduler the run's config builds: every weight's
+    dtype and shape, the optimiser's parameter groups and each moment's shape, the scheduler's fields.
+    Checked before anything is put back, so a mismatch is one CheckpointError, not a torch traceback."""
+    source = state.source or "resume state"
+    own = expected_tensors(model.state_dict())
+    for what, weights in (("current weights", state.model), ("best weights", state.best_model)):
+        if weights is not None:
+            problems = tensor_problems(own, expected_tensors(weights))
+            if problems:
+                raise CheckpointError(_problem_line(f"{source} ({what})", problems))
+    fresh = optimizer.state_dict()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for name, opt in (("optimizer", state.optimizer), ("best_optimizer", state.best_optimizer)):
+        if opt is None:
+            continue
+        groups = opt.get("param_groups")
+        if not isinstance(groups, list) or len(groups) != len(fresh["param_groups"]):
+            raise CheckpointError(f"{source}: {name} has {len(groups) if isinstance(groups, list) else '?'} parameter "
+                                  f"groups, the model's optimiser {len(fresh['param_groups'])}")
+        for got, want in zip(groups, fresh["param_groups"]):
+            if list(got.get("params", ())) != list(want["params"]):
+                raise CheckpointError(f"{source}: {name} parameter group does not match the optimiser of this model "
+                                      f"(params {str(got.get('params'))[:40]}, keys {sorted(got)[:8]})")
+            for key, value in got.items():
+                if key == "params" or key not in want:  # a field of another torch version: torch ignores it
+                    continue
+                ref = want[key]
+                ok = (isinstance(value, bool) == isinstance(ref, bool) and
+                      (_is_number(value) and math.isfinite(value) if _is_number(ref) else
+                       isinstance(value, (list, tuple)) and len(value) == len(ref) and all(_is_number(v) for v in value)
+                       if isinstance(ref, (list, tuple)) else value == ref or value is None or ref is None))
+                if not ok:
+                    raise CheckpointError(f"{source}: {name} field {key!r} = {value!r:.40} does not fit Adam "
+                                          f"(expected like {ref!r:.40})")
+        for index, per_param in opt["state"].items():
+            if not _is_int(index) or not 0 <= index < len(params) or not isinstance(per_param, dict):
+                raise CheckpointError(f"{source}: {name} has state for parameter {index!r:.20}, the model has "
+                                      f"{len(params)} trainable parameters")
+            param = params[index]
+            for key, value in per_param.items():
+                if key == "step":
+                    if not (isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point()
+                            or _is_number(value)):
+                        raise CheckpointError(f"{source}: {name} state {index}.step must be one number")
+                elif not isinstance(value, torch.Tensor) or value.dtype != param.dtype \
+                        or tuple(value.shape) != tuple(param.shape):
+                    found = (f"{str(value.dtype).replace('torch.', '')} {list(value.shape)}"
+                             if isinstance(value, torch.Tensor) else type(value).__name__)
+                    raise CheckpointError(f"{source}: {name} state {index}.{key} is {found}, the parameter is "
+                                          f"{str(param.dtype).replace('torch.', '')} {list(param.shape)} (an "
+                                          "optimiser state of another model or configuration)")
+    if scheduler is not None and state.scheduler is not None:
+        want = scheduler.state_dict()
+        if set(state.scheduler) != set(want):
+            raise CheckpointError(f"{source}: scheduler state has the fields {sorted(state.scheduler)[:6]}, not those "
+                                  f"of ReduceLROnPlateau")
+        for key, ref in want.items():
+            value = state.scheduler[key]
+            if type(value) is not type(ref) and not (_is_number(value) and _is_number(ref)) \
+                    or isinstance(ref, list) and (len(value) != len(ref) or not all(_is_number(v) for v in value)):
+                raise CheckpointError(f"{source}: scheduler field {key!r} = {value!r:.40} (expected like {ref!r:.40})")
 
 
 RESUME_FILES = ("resume.manifest.json", "resume.json", "resume.safetensors")  # manifest first: the set is then gone

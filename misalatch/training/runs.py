@@ -255,12 +255,59 @@ def resume_training(run_dir: str | Path, *, trust_unverified: bool = False, **ch
         states: dict[int, ResumeState] = {}
         for seed in seeds:
             folder = run_dir if len(seeds) == 1 else run_dir / f"seed-{seed}"
-            if (folder / "metrics.json").is_file():
+            finished, resumable = (folder / "metrics.json").is_file(), has_resume_state(folder)
+            if finished or resumable:  # what was written must still be there, and be of this run
+                check_seed_folder(folder, setup, trust_unverified=trust_unverified)
+            if finished:
                 done[seed] = _finished_seed(folder, seed, config.keep_resume_state, output,
                                             "" if len(seeds) == 1 else f"seed-{seed}/")
-            elif has_resume_state(folder):
+            elif resumable:
                 states[seed] = load_resume_state(folder, trust_unverified=trust_unverified)
         return _train_seeds(setup, output, done, states)
+
+
+def _normalised(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def check_seed_folder(folder: Path, setup: RunSetup, *, trust_unverified: bool = False) -> None:
+    """Before a seed is resumed or counted as finished: its checkpoint verifies, records the model the
+    run's own config (run.json) builds, and the files a later ``load_run`` needs are there and are
+    those of this data. Otherwise the run would be "resumed" and marked complete, yet unusable."""
+    from misalatch.data.text import read_vocab_file
+    from misalatch.training.checkpoint import read_sidecar, verify_manifest
+
+    cfg = setup.config
+    verify_manifest(folder, "best", trust_unverified=trust_unverified)
+    sidecar = read_sidecar(folder, "best")
+    recorded = sidecar["config"]
+    marker = folder / "run.json" if (folder / "run.json").is_file() else folder.parent / "run.json"
+    for name, want in (("model", cfg.model), ("feedback", cfg.feedback)):
+        got = sidecar.get("model", recorded.get("model")) if name == "model" else recorded.get(name)
+        if got != want:
+            raise ConfigError(f"{marker}: --{name} {want!r}, but {folder / 'best.json'} records {name} {got!r:.40}; "
+                              "the run folder was edited or mixes two runs, and cannot be resumed")
+    want_model = _normalised(setup.model_config.to_dict())
+    got_model = _normalised(sidecar["model_config"])
+    if got_model != want_model:
+        keys = sorted(k for k in set(want_model) | set(got_model) if want_model.get(k) != got_model.get(k))
+        raise ConfigError(f"{folder / 'best.json'}: model_config differs from what the run's config and data give now "
+                          f"({', '.join(keys[:4])}); the run folder or the data changed, and it cannot be resumed")
+    needed = ["config.yaml"]
+    if setup.text.tokenizer is not None:
+        needed.append("tokenizer")
+    if setup.dataset.vocab is not None:
+        needed.append("vocab.json")
+    for name in needed:
+        path = folder / name
+        present = path.is_dir() if name == "tokenizer" else path.is_file()
+        if path.is_symlink() or not present:
+            raise ConfigError(f"{path}: missing; the run cannot be resumed without it (train it again with --overwrite)")
+    if setup.dataset.vocab is not None:
+        vocab = read_vocab_file(folder / "vocab.json")  # a DataFormatError naming the file
+        if vocab != setup.dataset.vocab:
+            raise ConfigError(f"{folder / 'vocab.json'}: is not the vocabulary --data {cfg.data} gives now (the data "
+                              "or the file changed); the run cannot be resumed")
 
 
 def _finished_seed(folder: Path, seed: int, keep_resume_state: bool, output: Output, sub: str) -> RunResult:
