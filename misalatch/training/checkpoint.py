@@ -278,13 +278,16 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights(directory: str | Path, name: str, model: nn.Module, *, verify: bool = True,
-                 trust_unverified: bool = False) -> dict[str, torch.Tensor]:
-    """Load ``<name>.safetensors`` strictly (manifest verified first); differences are reported by name."""
+                 trust_unverified: bool = False, reference: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """Load ``<name>.safetensors`` strictly (manifest verified first); differences are reported by name.
+
+    ``reference`` (the sidecar's ``referenced_weights``): those tensors are not in the file; the
+    model, built with the installed pretrained encoder, holds them, and they must hash as recorded."""
     if verify:
         verify_manifest(directory, name, trust_unverified=trust_unverified)
     path = Path(directory) / f"{name}.safetensors"
-    check_tensor_header(path, model.state_dict())
-    state = _load_tensors(path)
+    check_tensor_header(path, model.state_dict(), skip=tuple(reference["keys"]) if reference else ())
+    state = fill_referenced(_load_tensors(path), reference, model, Path(directory) / f"{name}.json")
     load_state_checked(model, state, str(path))
     return state
 
@@ -355,6 +358,89 @@ def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source:
     if problems:
         raise CheckpointError(_problem_line(source, problems))
     model.load_state_dict(state, strict=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# frozen, unmodified pretrained weights: referenced by name and sha256, not copied
+# ----------------------------------------------------------------------------------------------
+REFERENCED = "referenced_weights"  # the sidecar field
+
+
+def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and bytes of ``tensors`` (sorted by name): what a referenced
+    set of weights must hash to when it is taken from the installed encoder again."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        tensor = tensors[key].detach().cpu().contiguous()
+        digest.update(f"{key}\0{tensor.dtype}\0{list(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def pretrained_module_prefix(model: nn.Module) -> str | None:
+    """The state-dict prefix of the model's pretrained text encoder (a Hugging Face model), if any."""
+    from transformers import PreTrainedModel
+
+    for name, module in model.named_modules():
+        if isinstance(module, PreTrainedModel) and name:
+            return name + "."
+    return None
+
+
+def split_referenced(state: dict[str, torch.Tensor], pretrained: dict[str, torch.Tensor] | None,
+                     encoder: str, cache: dict[frozenset[str], str] | None = None
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """``state`` without the tensors still equal to the ``pretrained`` ones (a frozen encoder, or its
+    frozen layers), and the sidecar record that names them: the encoder, the keys and their digest.
+    Nothing is referenced when every pretrained tensor was trained (or there is none)."""
+    if not pretrained:
+        return state, None
+    same = sorted(k for k, v in pretrained.items() if k in state and state[k].dtype == v.dtype
+                  and state[k].shape == v.shape and torch.equal(state[k].detach().cpu(), v.detach().cpu()))
+    if not same:
+        return state, None
+    key = frozenset(same)
+    digest = (cache or {}).get(key) or weights_digest({k: pretrained[k] for k in same})
+    if cache is not None:
+        cache[key] = digest
+    kept = {k: v for k, v in state.items() if k not in key}
+    return kept, {"encoder": encoder, "keys": same, "sha256": digest}
+
+
+def check_reference(record: Any, path: Path) -> dict[str, Any] | None:
+    """The sidecar's ``referenced_weights`` record, type-checked (None when the weights are all in the file)."""
+    if record is None:
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("encoder"), str) \
+            or not isinstance(record.get("keys"), list) or not all(isinstance(k, str) for k in record["keys"]) \
+            or not isinstance(record.get("sha256"), str) or len(record["sha256"]) != 64:
+        raise CheckpointError(f"{path}: field {REFERENCED!r} must be an object with encoder, keys and sha256")
+    return record
+
+
+def fill_referenced(state: dict[str, torch.Tensor], record: dict[str, Any] | None, model: nn.Module,
+                    path: Path) -> dict[str, torch.Tensor]:
+    """``state`` completed with the referenced tensors of ``model`` (built with the installed
+    pretrained encoder), after checking that they hash to what the run recorded."""
+    if record is None:
+        return state
+    own = model.state_dict()
+    missing = [k for k in record["keys"] if k not in own]
+    if missing:
+        raise CheckpointError(f"{path}: references tensors the model does not have ({missing[:3]})")
+    overlap = [k for k in record["keys"] if k in state]
+    if overlap:
+        raise CheckpointError(f"{path}: tensor {overlap[0]!r} is both stored and referenced")
+    referenced = {k: own[k] for k in record["keys"]}
+    digest = weights_digest(referenced)
+    if digest != record["sha256"]:
+        raise CheckpointError(
+            f"{path}: the run references the frozen weights of text encoder {record['encoder']!r} (sha256 "
+            f"{record['sha256'][:12]}…), but the encoder installed here differs (sha256 {digest[:12]}…); install the "
+            "encoder the run was trained with")
+    return {**state, **referenced}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from misalatch.models.registry import ModelSpec, get_model, identify_weights
 from misalatch.resources import load_tokenizer
 from misalatch.io.atomic import atomic_write_text
 from misalatch.io.owned import Output
-from misalatch.training.checkpoint import load_weights, read_sidecar, verify_manifest
+from misalatch.training.checkpoint import REFERENCED, check_reference, load_weights, read_sidecar, verify_manifest
 from misalatch.training.config import TrainConfig
 from misalatch.training.loop import SplitEvaluation, evaluate
 from misalatch.training.setup import SOURCE_ENCODER, RunSetup, check_token_ids, resolve_device, tokenize_once
@@ -197,11 +197,13 @@ def load_run(run_dir: str | Path, *, data: str | None = None, data_root: str | N
     check_token_ids(dataset, model_config, source=f"--data {cfg.data}")
     dev = resolve_device(device)
     check_weights_hold(run_dir / "best.safetensors", spec)
+    reference = check_reference(sidecar.get(REFERENCED), run_dir / "best.json")
+    bert = _referenced_encoder(reference, run_dir) if reference is not None else None
     try:
-        model = spec.build(model_config)
+        model = spec.build(model_config, bert=bert)
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{run_dir / 'best.json'}: model_config cannot build a model ({err})") from err
-    load_weights(run_dir, "best", model, verify=False)  # verified above, before the sidecar was read
+    load_weights(run_dir, "best", model, verify=False, reference=reference)  # verified above, before the sidecar
     model.to(dev).eval()
     spec = BatchSpec(text_encoder=model_config.text_encoder, modalities=cfg.modalities, alignment=dataset.alignment,
                      task=dataset.task, visual_dim=model_config.visual_size, acoustic_dim=model_config.acoustic_size)
@@ -211,6 +213,22 @@ def load_run(run_dir: str | Path, *, data: str | None = None, data_root: str | N
             f"match the run's model (visual {model_config.visual_size}, acoustic {model_config.acoustic_size})"
         )
     return LoadedRun(run_dir, cfg, model, dataset, spec, dev, sidecar)
+
+
+def _referenced_encoder(reference: dict[str, Any], run_dir: Path) -> torch.nn.Module:
+    """The installed pretrained encoder whose frozen weights the run references (not copied into it)."""
+    from misalatch.models.encoders import build_bert
+    from misalatch.resources import resolve_text_encoder
+
+    try:
+        encoder = resolve_text_encoder(reference["encoder"])
+    except MisalatchError as err:
+        raise ResourceNotFoundError(f"{run_dir / 'best.json'}: the run references the frozen weights of text encoder "
+                                    f"{reference['encoder']!r}, which is not available here ({err})") from err
+    if encoder.kind != "bert" or encoder.path is None:
+        raise CheckpointError(f"{run_dir / 'best.json'}: referenced text encoder {reference['encoder']!r} is not a "
+                              "BERT model")
+    return build_bert(path=str(encoder.path))
 
 
 def evaluate_run(run: LoadedRun, splits: tuple[str, ...] = ("valid", "test")) -> dict[str, SplitEvaluation]:

@@ -22,14 +22,19 @@ from misalatch.evaluation.aggregate import AggregateRow, aggregate, write_aggreg
 from misalatch.io.atomic import sha256_file
 from misalatch.io.owned import Output, check_target, claim_output, open_output, read_marker
 from misalatch.training.checkpoint import (
+    REFERENCED,
     ResumeState,
+    check_reference,
+    fill_referenced,
+    pretrained_module_prefix,
+    read_sidecar,
+    split_referenced,
     best_files,
     commit_checkpoints,
     has_resume_state,
     load_resume_state,
     remove_resume_state,
     resume_files,
-    save_checkpoint,
 )
 from misalatch.training.config import TrainConfig
 from misalatch.training.distributed import SINGLE, Distributed, distributed_job, is_distributed_launch
@@ -114,13 +119,26 @@ def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
                     "data": data_facts(setup.dataset), "text_encoder": setup.text.description}
     register = lambda name: output.file(sub + name)  # noqa: E731 - every name is recorded before it is written
     best_sha = [None if resume is None else _sha_or_none(output.path / sub / "best.safetensors")]
+    # frozen, unmodified pretrained weights are referenced by encoder name and sha256, not copied
+    prefix = pretrained_module_prefix(model) if setup.text.bert is not None else None
+    pretrained = {prefix + k: v for k, v in setup.text.bert.state_dict().items()} if prefix else None
+    digests: dict[frozenset[str], str] = {}
+
+    def best_set(sidecar: dict[str, Any]) -> dict[str, bytes]:
+        state, record = split_referenced(model.state_dict(), pretrained, cfg.text_encoder or "minilm", digests)
+        return best_files("best", state, {**sidecar, **({REFERENCED: record} if record else {})})
+
+    if resume is not None and resume.best_model is not None:  # put the referenced tensors back (checked)
+        best_path = output.path / sub / "best.json"
+        record = check_reference(read_sidecar(output.path / sub, "best").get(REFERENCED), best_path)
+        resume.best_model = fill_referenced(resume.best_model, record, model, best_path)
 
     def save_epoch(state: ResumeState) -> None:
         row = state.history[-1]
         sets = []
         if row["improved"]:
             sidecar = {**sidecar_base, "epoch": state.epoch, "metrics": dev_record(row)}
-            best = best_files("best", model.state_dict(), sidecar)
+            best = best_set(sidecar)
             best_sha[0] = hashlib.sha256(best["best.safetensors"]).hexdigest()
             sets.append(best)
         sets.append(resume_files(state, best_sha256=best_sha[0]))  # one commit: always the same epoch
@@ -152,9 +170,8 @@ def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
                "best_epoch": fit_result.best_epoch, "epochs_run": len(fit_result.history), "seed": seed,
                "data": data_facts(setup.dataset), "text_encoder": setup.text.description}
     here = output.path / sub
-    save_checkpoint(here, "best", model, register=register,
-                    sidecar={**sidecar_base, "epoch": fit_result.best_epoch,
-                             "metrics": {"validation": valid.metrics, "test": test_metrics, "dev_loss": valid.loss}})
+    commit_checkpoints(here, best_set({**sidecar_base, "epoch": fit_result.best_epoch, "metrics": {
+        "validation": valid.metrics, "test": test_metrics, "dev_loss": valid.loss}}), register=register)
     write_metrics(output, sub, metrics)  # last: metrics.json present = this seed is done
     if not cfg.keep_resume_state:
         remove_resume_state(here, output, sub)  # the optimiser state is not needed any more: keep run folders small

@@ -55,3 +55,74 @@ def test_robustness_names_the_learned_text_encoder(feedback_run, tmp_path, capsy
     assert "(learned)" in text and "(glove)" not in text, text
     doc = json.loads((out / "robustness.json").read_text())
     assert "glove" not in json.dumps(doc) and "learned" in json.dumps(doc)
+
+
+MINILM = ["--synthetic-size", "8", "4", "4", "--text-encoder", "minilm", "--hidden-size", "8", "--batch-size", "8",
+          "--max-epochs", "1", "--device", "cpu", "--max-wordpieces", "16"]
+
+
+@pytest.fixture(scope="module")
+def frozen_minilm(tmp_path_factory) -> Path:
+    from tests.conftest import minilm_path
+
+    minilm_path()  # skips when the encoder package is not installed
+    out = tmp_path_factory.mktemp("minilm") / "run"
+    assert cli_main(["-q", "train", *MINILM, "--bert-freeze", "all", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_frozen_encoder_weights_are_referenced_not_copied(frozen_minilm, tmp_path, capsys):
+    import json
+    import shutil
+
+    from safetensors import safe_open
+
+    import misalatch
+    from tests.test_bad_inputs_run import reseal
+
+    sidecar = json.loads((frozen_minilm / "best.json").read_text())
+    record = sidecar["referenced_weights"]
+    assert record["encoder"] == "minilm" and len(record["sha256"]) == 64
+    with safe_open(str(frozen_minilm / "best.safetensors"), framework="pt") as handle:
+        stored = set(handle.keys())
+    assert record["keys"] and not stored & set(record["keys"])
+    assert all(k.startswith("bertmodel.") for k in record["keys"])
+    assert (frozen_minilm / "best.safetensors").stat().st_size < 5_000_000  # MiniLM alone is ~90 MB
+    # loads with the installed encoder, to the same predictions as trained
+    assert cli_main(["-q", "evaluate", str(frozen_minilm), "--device", "cpu", "--out", str(tmp_path / "e.json")]) == 0
+    evaluated = json.loads((tmp_path / "e.json").read_text())["test"]
+    trained = json.loads((frozen_minilm / "metrics.json").read_text())["test"]
+    assert evaluated == pytest.approx(trained, nan_ok=True)
+    # another installed encoder (its weights hash differently): one clear line
+    other = tmp_path / "other"
+    shutil.copytree(frozen_minilm, other)
+    sidecar["referenced_weights"]["sha256"] = "0" * 64
+    (other / "best.json").write_text(json.dumps(sidecar))
+    reseal(other)
+    assert cli_main(["-q", "evaluate", str(other), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err.splitlines()[-1]  # after the data's truncation warnings
+    assert err.startswith("misalatch evaluate: error: ") and "references the frozen weights of text encoder 'minilm'" in err, err
+    from misalatch.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="encoder installed here differs"):
+        misalatch.load_run(other, device="cpu")
+
+
+@pytest.mark.slow
+def test_a_run_referencing_frozen_weights_resumes(tmp_path):
+    import json
+
+    from tests.conftest import minilm_path
+
+    minilm_path()
+    out = tmp_path / "run"
+    assert cli_main(["-q", "train", *MINILM, "--bert-freeze", "all", "--max-epochs", "2", "--keep-resume-state",
+                     "--out", str(out)]) == 0
+    finished = json.loads((out / "metrics.json").read_text())
+    doc = json.loads((out / "run.json").read_text())
+    doc["complete"] = False
+    (out / "run.json").write_text(json.dumps(doc))
+    (out / "metrics.json").unlink()  # killed after its last epoch: the best weights miss the frozen encoder
+    assert cli_main(["-q", "train", "--resume", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["test"] == pytest.approx(finished["test"], nan_ok=True)
