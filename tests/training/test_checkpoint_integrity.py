@@ -178,3 +178,50 @@ def test_consistent_weights_of_another_config_name_the_tensor(run, capsys):
     commit_checkpoints(run, best_files("best", other.state_dict(), keep))
     err = _one_error(capsys, ["evaluate", str(run), "--device", "cpu"])
     assert "has shape" in err and "the model expects" in err
+
+
+# ---- property: any manifest, any tensor header swap: exit 0 or one line, nothing outside changes --------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_names = st.one_of(st.sampled_from(["best.safetensors", "best.json", "best.manifest.json", "../victim.txt",
+                                    "/tmp/x", "best.json/../../victim.txt", "best.\x00json", "", ".", "..",
+                                    "seed-1/best.json", "b" * 300]), st.text(max_size=20))
+_entries = st.one_of(st.none(), st.integers(), st.text(max_size=5),
+                     st.fixed_dictionaries({"size": st.one_of(st.integers(-1, 10**7), st.text(max_size=3)),
+                                            "sha256": st.one_of(st.text(max_size=64), st.just("0" * 64))}))
+_manifests = st.one_of(
+    st.none(),  # deleted
+    st.dictionaries(st.sampled_from(["format", "version", "name", "files"]),
+                    st.one_of(st.none(), st.text(max_size=10), st.integers(), st.dictionaries(_names, _entries, max_size=4))),
+    st.builds(lambda files: {"format": "misalatch-checkpoint-set", "version": 1, "name": "best", "files": files},
+              st.dictionaries(_names, _entries, min_size=1, max_size=5)),
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(manifest=_manifests, trust=st.booleans())
+def test_hostile_manifests_never_escape_and_fail_in_one_line(trained, tmp_path_factory, capsys, manifest, trust):
+    box = tmp_path_factory.mktemp("box")
+    run = box / "run"
+    shutil.copytree(trained, run)
+    (box / "victim.txt").write_text("mine")
+    if manifest is None:
+        (run / "best.manifest.json").unlink()
+    else:
+        (run / "best.manifest.json").write_text(json.dumps(manifest))
+    before = _snapshot(box)
+    capsys.readouterr()
+    code = cli_main(["-q", "evaluate", str(run), "--device", "cpu", "--no-plots", "--out", str(run / "e.json"),
+                     *(["--trust-unverified"] if trust else [])])
+    err = capsys.readouterr().err.splitlines()
+    after = _snapshot(box)
+    for own in ("run/e.json", "run/run.json"):  # evaluate's output, recorded in the run's marker
+        before.pop(own, None), after.pop(own, None)
+    assert after == before  # nothing else changed, inside or outside the run
+    assert code in (0, 1)
+    if code == 1:
+        assert err[-1].startswith("misalatch evaluate: error: ") and len(err) <= 2, err
+    files = manifest.get("files") if manifest is not None else None
+    if manifest is not None and (not isinstance(files, dict) or "best.safetensors" not in files):
+        assert code == 1  # a manifest that does not cover the weights never lets them load
