@@ -692,7 +692,7 @@ def check_resume_against(state: ResumeState, model: nn.Module, optimizer: torch.
             raise CheckpointError(f"{source}: {name} has {len(groups) if isinstance(groups, list) else '?'} parameter "
                                   f"groups, the model's optimiser {len(fresh['param_groups'])}")
         for got, want in zip(groups, fresh["param_groups"]):
-            if list(got.get("params", ())) != list(want["params"]):
+            if not isinstance(got.get("params"), list) or got["params"] != list(want["params"]):
                 raise CheckpointError(f"{source}: {name} parameter group does not match the optimiser of this model "
                                       f"(params {str(got.get('params'))[:40]}, keys {sorted(got)[:8]})")
             for key, value in got.items():
@@ -702,7 +702,8 @@ def check_resume_against(state: ResumeState, model: nn.Module, optimizer: torch.
                 ok = (isinstance(value, bool) == isinstance(ref, bool) and
                       (_is_number(value) and math.isfinite(value) if _is_number(ref) else
                        isinstance(value, (list, tuple)) and len(value) == len(ref) and all(_is_number(v) for v in value)
-                       if isinstance(ref, (list, tuple)) else value == ref or value is None or ref is None))
+                       if isinstance(ref, (list, tuple)) else
+                       value is None or isinstance(value, bool) if ref is None else value == ref))
                 if not ok:
                     raise CheckpointError(f"{source}: {name} field {key!r} = {value!r:.40} does not fit Adam "
                                           f"(expected like {ref!r:.40})")

@@ -166,3 +166,9 @@ def test_a_finished_seed_that_lost_its_weights_is_not_counted(run, capsys):
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "best.safetensors" in err, err
     assert read_marker(run)["complete"] is False
+
+
+@pytest.mark.parametrize("key, value", [("params", 3), ("fused", "yes"), ("foreach", "no"), ("betas", [0.9])])
+def test_crafted_optimizer_group(run, capsys, key, value):
+    _edit_json(run, lambda d: d["optimizer"]["param_groups"][0].__setitem__(key, value))
+    _resume_fails(capsys, run, "optimizer")
