@@ -24,17 +24,17 @@ from misalatch.io.owned import Output, check_target, claim_output, open_output, 
 from misalatch.training.checkpoint import (
     REFERENCED,
     ResumeState,
-    check_reference,
-    fill_referenced,
-    pretrained_module_prefix,
-    read_sidecar,
-    split_referenced,
     best_files,
+    check_reference,
     commit_checkpoints,
+    fill_referenced,
     has_resume_state,
     load_resume_state,
+    pretrained_module_prefix,
+    read_sidecar,
     remove_resume_state,
     resume_files,
+    split_referenced,
 )
 from misalatch.training.config import TrainConfig
 from misalatch.training.distributed import SINGLE, Distributed, distributed_job, is_distributed_launch
@@ -242,8 +242,10 @@ def resume_training(run_dir: str | Path, *, trust_unverified: bool = False, **ch
     """Continue a killed ``train`` run in ``run_dir`` with its own config.
 
     ``changes`` may only set :data:`RESUME_FLAGS`. Checkpoints without a manifest are refused unless
-    ``trust_unverified`` (:func:`misalatch.training.checkpoint.verify_manifest`). Seeds that finished are kept, the interrupted one
-    continues after its last saved epoch exactly as it would have, the others are trained.
+    ``trust_unverified`` (:func:`misalatch.training.checkpoint.verify_manifest`); what is resumed is
+    checked first (:func:`check_seed_folder`, :func:`misalatch.training.checkpoint.check_resume_document`).
+    Seeds that finished are kept, the interrupted one continues after its last saved epoch exactly
+    as it would have, the others are trained.
     """
     bad = sorted(set(changes) - set(RESUME_FLAGS))
     if bad:
