@@ -22,13 +22,16 @@ class CompareArgs:
     """A new folder for comparison.md, comparison.csv, comparison.png and comparison.json."""
     overwrite: bool = False
     """Replace an earlier comparison folder (only one misalatch wrote; any other folder is refused)."""
+    trust_unverified: bool = False
+    """Read run folders whose checkpoint has no manifest (its files cannot be verified; docs/security.md)."""
 
 
 def main(argv: list[str]) -> int:
     from misalatch.experiments.compare import compare, to_markdown, write_comparison
 
     args = tyro.cli(CompareArgs, args=argv, prog="misalatch compare")
-    comparison = compare(list(args.folders), split=args.split, metrics=args.metrics)
+    comparison = compare(list(args.folders), split=args.split, metrics=args.metrics,
+                         trust_unverified=args.trust_unverified)
     print(to_markdown(comparison), end="")
     if args.out:
         written = write_comparison(comparison, args.out, overwrite=args.overwrite)

@@ -32,6 +32,8 @@ class EvaluateArgs:
     """Write <out-stem>-scatter-<split>.png and <out-stem>-confusion-<split>.png into RUN_DIR."""
     overwrite: bool = False
     """Replace an existing --out file misalatch wrote."""
+    trust_unverified: bool = False
+    """Load a run folder whose checkpoint has no manifest (its files cannot be verified; docs/security.md)."""
 
 
 def _is_evaluation_json(path: Path) -> bool:
@@ -48,7 +50,8 @@ def main(argv: list[str]) -> int:
     if args.plots:  # the plots go into RUN_DIR: refuse a link there now, not after evaluation.json is written
         refuse_links(args.run_dir, [f"{out.stem}-{kind}-{split}.png" for kind in ("scatter", "confusion")
                                     for split in ("valid", "test")])
-    run = load_run(args.run_dir, data=args.data, data_root=args.data_root, device=args.device)
+    run = load_run(args.run_dir, data=args.data, data_root=args.data_root, device=args.device,
+                   trust_unverified=args.trust_unverified)
     results = evaluate_run(run)
     task = run.dataset.task
     payload = {"data": run.config.data, "synthetic": run.dataset.synthetic}

@@ -39,6 +39,8 @@ class MasksArgs:
     """auto picks CUDA when available."""
     overwrite: bool = False
     """Replace an earlier masks export (only a folder misalatch wrote)."""
+    trust_unverified: bool = False
+    """Load a run folder whose checkpoint has no manifest (its files cannot be verified; docs/security.md)."""
 
 
 def _run_model(run_dir: str) -> tuple[str, bool]:
@@ -66,6 +68,9 @@ def main(argv: list[str]) -> int:
     args = tyro.cli(MasksArgs, args=argv, prog="misalatch masks")
     if not Path(args.run_dir).is_dir():
         raise MisalatchError(f"{args.run_dir}: no such run folder")
+    from misalatch.training.checkpoint import verify_manifest
+
+    verify_manifest(args.run_dir, "best", trust_unverified=args.trust_unverified)  # before its sidecar is read
     variant, has_masks = _run_model(args.run_dir)
     if not has_masks:
         raise MisalatchError(
@@ -74,7 +79,8 @@ def main(argv: list[str]) -> int:
         )
     out = Path(args.out) if args.out else Path(args.run_dir) / f"masks-{args.split}"
     check_target(out, "masks", overwrite=args.overwrite)  # before the model runs
-    run = load_run(args.run_dir, data=args.data, data_root=args.data_root, device=args.device)
+    run = load_run(args.run_dir, data=args.data, data_root=args.data_root, device=args.device,
+                   trust_unverified=args.trust_unverified)
     segments = run.dataset.splits.get(args.split, [])
     if not segments:
         raise MisalatchError(f"{run.config.data}: split {args.split!r} is empty")

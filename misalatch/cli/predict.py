@@ -29,6 +29,8 @@ class PredictArgs:
     """auto picks CUDA when available."""
     overwrite: bool = False
     """Replace an existing --out file misalatch wrote (a predictions CSV)."""
+    trust_unverified: bool = False
+    """Load a run folder whose checkpoint has no manifest (its files cannot be verified; docs/security.md)."""
 
 
 def _is_predictions_csv(path: Path) -> bool:
@@ -41,7 +43,8 @@ def main(argv: list[str]) -> int:
 
     args = tyro.cli(PredictArgs, args=argv, prog="misalatch predict")
     check_file_target(args.out, overwrite=args.overwrite, looks_ours=_is_predictions_csv)  # before the model runs
-    run = load_run(args.run_dir, data=args.data, data_root=args.data_root, device=args.device)
+    run = load_run(args.run_dir, data=args.data, data_root=args.data_root, device=args.device,
+                   trust_unverified=args.trust_unverified)
     splits = ("train", "valid", "test") if args.split == "all" else (args.split,)
     record_written(Path(args.out))
     path = write_predictions(evaluate_run(run, splits), args.out)

@@ -24,6 +24,8 @@ class ReportArgs:
     mask_split: Literal["train", "valid", "test"] = "test"
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     """Device for computing masks in memory."""
+    trust_unverified: bool = False
+    """Read run folders whose checkpoint has no manifest (its files cannot be verified; docs/security.md)."""
 
 
 def main(argv: list[str]) -> int:
@@ -31,6 +33,6 @@ def main(argv: list[str]) -> int:
 
     args = tyro.cli(ReportArgs, args=argv, prog="misalatch report")
     path = report(args.folder, args.out, masks=args.masks, compute_masks=args.compute_masks,
-                  mask_split=args.mask_split, device=args.device)
+                  mask_split=args.mask_split, device=args.device, trust_unverified=args.trust_unverified)
     print(f"written: {path}")
     return 0

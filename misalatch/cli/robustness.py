@@ -45,6 +45,8 @@ class RobustnessArgs:
     data: Optional[str] = None
     """Other data prepared the same way (default: each run's own --data)."""
     data_root: Optional[str] = None
+    trust_unverified: bool = False
+    """Load run folders whose checkpoint has no manifest (its files cannot be verified; docs/security.md)."""
 
 
 def main(argv: list[str]) -> int:
@@ -55,7 +57,7 @@ def main(argv: list[str]) -> int:
                               split=args.split, conditions=tuple(args.conditions), batch_size=args.batch_size,
                               plot_metrics=args.metrics)
     report = robustness(args.paths, args.out, config, device=args.device, data=args.data, data_root=args.data_root,
-                        overwrite=args.overwrite)
+                        overwrite=args.overwrite, trust_unverified=args.trust_unverified)
     synthetic = " [SYNTHETIC data]" if any(r.facts["synthetic"] for r in report.runs) else ""
     metric = (args.metrics or DEFAULT_PLOT_METRICS[report.runs[0].task])[0]
     print(f"robustness{synthetic}: {len(report.runs)} run(s), {args.split} split, {metric}; area under each curve "

@@ -15,7 +15,8 @@ _TRAIN_HELP = (
     "Train MISA, a MISA+MMLatch variant (--feedback) or the original MMLatch model (--model mmlatch). "
     "Values come from the model's preset (or --preset NAME), then --config FILE.yaml, then flags. "
     "Example: misalatch train --data mosei --patience 4. "
-    "misalatch train --resume RUN_DIR continues a killed run with its own config (docs/reliability.md)"
+    "misalatch train --resume RUN_DIR continues a killed run with its own config (docs/reliability.md); "
+    "add --trust-unverified to resume a run whose checkpoint has no manifest (docs/security.md)"
 )
 
 
@@ -63,8 +64,12 @@ def main(argv: list[str]) -> int:
     from misalatch.training.runs import resume_training, train
 
     resume, rest = _pop_resume(argv)
+    trust_unverified = "--trust-unverified" in rest
+    rest = [a for a in rest if a != "--trust-unverified"]
+    if trust_unverified and resume is None:
+        raise ConfigError("--trust-unverified goes with --resume RUN_DIR (a new run writes its own manifests)")
     if resume is not None:
-        result = resume_training(resume, **_resume_changes(rest))
+        result = resume_training(resume, trust_unverified=trust_unverified, **_resume_changes(rest))
     else:
         result = train(parse_train_args(rest))
     if not is_main_process():  # torchrun: rank 0 prints (and alone wrote the run folder)

@@ -333,5 +333,6 @@ def export_masks(collected: CollectedMasks, out_dir: str | Path, *, samples: int
     summary = {**(meta or {}), **summarize(collected), "heatmap_ids": [collected.ids[k] for k in chosen]}
     written["summary"] = out / "summary.json"
     atomic_write_json(written["summary"], summary, allow_nan=True)
-    log.info("masks of %d samples written to %s", len(collected), out)
+    # debug only: ``out`` is often a staging folder swapped into place by the caller, which names the final path
+    log.debug("masks of %d samples written to %s", len(collected), out)
     return written

@@ -60,13 +60,31 @@ def _default_metrics(results: Sequence[Results], split: str) -> tuple[str, ...]:
     return tuple([k for k in preferred if k in present] + [k for k in present if k not in preferred])
 
 
-def compare(paths: Sequence[str | Path], *, split: str = "test", metrics: Sequence[str] | None = None) -> Comparison:
-    """Read every folder and line their variants up on ``split`` ("test" or "validation")."""
+def verify_runs(results: Results, *, trust_unverified: bool = False) -> None:
+    """Each finished run's checkpoint set against its manifest: the metrics shown are those of
+    weights that are still intact. Without ``trust_unverified`` a run without a manifest is refused
+    (:func:`misalatch.training.checkpoint.verify_manifest`)."""
+    from misalatch.training.checkpoint import verify_manifest
+
+    if trust_unverified:
+        return
+    for variant in results.variants:
+        for run in variant.runs:
+            if run.state == "complete" and run.run_dir is not None and run.run_dir.is_dir():
+                verify_manifest(run.run_dir, "best")
+
+
+def compare(paths: Sequence[str | Path], *, split: str = "test", metrics: Sequence[str] | None = None,
+            trust_unverified: bool = False) -> Comparison:
+    """Read every folder and line their variants up on ``split`` ("test" or "validation"); every
+    run's checkpoint is verified first (:func:`verify_runs`)."""
     if split not in ("test", "validation"):
         raise ConfigError(f"split {split!r}: expected test or validation")
     if not paths:
         raise ConfigError("compare: give at least one run or sweep folder")
     results = [read_results(p) for p in paths]
+    for result in results:
+        verify_runs(result, trust_unverified=trust_unverified)
     chosen = tuple(metrics) if metrics else _default_metrics(results, split)
     known = set(_default_metrics(results, split))
     unknown = [m for m in chosen if m not in known]

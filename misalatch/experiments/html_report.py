@@ -143,7 +143,8 @@ def _masks_from_folder(folder: Path) -> tuple[list[Image], dict[str, Any] | None
     return images, summary if isinstance(summary, dict) else None
 
 
-def _masks_in_memory(run_dir: Path, split: str, device: str) -> tuple[list[Image], dict[str, Any]]:
+def _masks_in_memory(run_dir: Path, split: str, device: str,
+                     trust_unverified: bool = False) -> tuple[list[Image], dict[str, Any]]:
     """What ``misalatch masks`` would export, kept in memory (nothing is written to the run folder)."""
     import io
 
@@ -151,7 +152,7 @@ def _masks_in_memory(run_dir: Path, split: str, device: str) -> tuple[list[Image
     from misalatch.evaluation.masks import collect_masks, plot_heatmap, plot_mean_mask, summarize
     from misalatch.training.run_dir import load_run
 
-    run = load_run(run_dir, device=device)
+    run = load_run(run_dir, device=device, trust_unverified=trust_unverified)
     segments = run.dataset.splits.get(split, [])
     if not segments:
         raise MisalatchError(f"split {split!r} is empty")
@@ -187,7 +188,7 @@ def _num(value: Any, digits: int) -> str:
     return "NaN" if math.isnan(float(value)) else f"{float(value):.{digits}f}"
 
 
-def _masks_section(run: RunRecord, split: str, compute: bool, device: str) -> str:
+def _masks_section(run: RunRecord, split: str, compute: bool, device: str, trust_unverified: bool = False) -> str:
     assert run.run_dir is not None
     folder = run.run_dir / f"masks-{split}"
     exported = [p for p in [folder, *sorted(run.run_dir.glob("masks-*"))] if p.is_dir() and not p.is_symlink()]
@@ -197,7 +198,7 @@ def _masks_section(run: RunRecord, split: str, compute: bool, device: str) -> st
         source = f"read from {folder.name}/ (written by misalatch masks)"
     elif compute:
         try:
-            images, summary = _masks_in_memory(run.run_dir, split, device)
+            images, summary = _masks_in_memory(run.run_dir, split, device, trust_unverified)
         except (MisalatchError, OSError, RuntimeError, ValueError) as err:  # the page is still worth having
             return f'<p class="note">masks: could not be computed ({esc(err)})</p>'
         source = f"computed in memory from best.safetensors on the {split} split (no {folder.name}/ folder)"
@@ -208,7 +209,8 @@ def _masks_section(run: RunRecord, split: str, compute: bool, device: str) -> st
             + "".join(_img_html(i) for i in images))
 
 
-def _run_section(run: RunRecord, *, masks: bool, compute_masks: bool, split: str, device: str) -> str:
+def _run_section(run: RunRecord, *, masks: bool, compute_masks: bool, split: str, device: str,
+                 trust_unverified: bool = False) -> str:
     if run.run_dir is None:
         return f'<p class="note">seed {esc(run.seed)}: the results file names no run folder inside this folder</p>'
     if not run.run_dir.is_dir():
@@ -219,7 +221,7 @@ def _run_section(run: RunRecord, *, masks: bool, compute_masks: bool, split: str
     parts = [f"<h3>seed {esc(run.seed)} <span class=\"note\">({esc(run.run_dir.name)})</span></h3>",
              "".join(_img_html(i) for i in images)]
     if masks:
-        parts.append(_masks_section(run, split, compute_masks, device))
+        parts.append(_masks_section(run, split, compute_masks, device, trust_unverified))
     return "\n".join(parts)
 
 
@@ -331,11 +333,14 @@ def _bar_chart(results: Results, split: str) -> str:
 
 
 def build_report(path: str | Path, *, masks: bool = True, compute_masks: bool = True, mask_split: str = "test",
-                 device: str = "cpu") -> str:
-    """The HTML page of the results in ``path`` (a sweep, ``train --seeds`` or run folder)."""
+                 device: str = "cpu", trust_unverified: bool = False) -> str:
+    """The HTML page of the results in ``path`` (a sweep, ``train --seeds`` or run folder); every
+    run's checkpoint is verified first (:func:`misalatch.experiments.compare.verify_runs`)."""
     import misalatch
+    from misalatch.experiments.compare import verify_runs
 
     results = read_results(path)
+    verify_runs(results, trust_unverified=trust_unverified)
     title = f"misalatch report: {results.name}"
     parts = [
         "<!DOCTYPE html>",
@@ -383,7 +388,7 @@ def build_report(path: str | Path, *, masks: bool = True, compute_masks: bool = 
         for i, run in enumerate(runs):
             # masks for the first seed of a feedback variant (they are alike across seeds; each costs a pass)
             body.append(_run_section(run, masks=with_masks and i == 0, compute_masks=compute_masks, split=mask_split,
-                                     device=device))
+                                     device=device, trust_unverified=trust_unverified))
         parts.append(f'<details open><summary>{esc(v.key)} ({len(runs)} run{"s" if len(runs) != 1 else ""})</summary>'
                      + "\n".join(body) + "</details>")
     parts.append("</body></html>")

@@ -122,13 +122,22 @@ class FeatureScale:
         }
 
 
-def perturbable_modalities(spec: BatchSpec) -> tuple[str, list[str]]:
+def text_encoder_label(run: LoadedRun) -> str:
+    """The text encoder as the user chose it (``learned``, ``glove``, ``minilm``, a BERT folder...), not
+    the model's input kind: a learned embedding and GloVe both reach the model as "glove" token ids."""
+    chosen = run.config.text_encoder
+    if chosen:
+        return chosen
+    return "minilm" if run.spec.text_encoder == "bert" else str(run.sidecar.get("text_encoder") or run.spec.text_encoder)
+
+
+def perturbable_modalities(spec: BatchSpec, text_label: str | None = None) -> tuple[str, list[str]]:
     """The modalities whose inputs can be perturbed (in ``tav`` order) and why others are not."""
     mods, notes = "", []
     if spec.text_encoder == "vectors":
         mods += "t"
     else:
-        notes.append(f"text: reaches the model as token ids ({spec.text_encoder}); noise and frame drop of "
+        notes.append(f"text: reaches the model as token ids ({text_label or spec.text_encoder}); noise and frame drop of "
                      "text are not applicable, text is left clean")
     for m in "av":
         if m in spec.modalities:
@@ -303,13 +312,14 @@ def modality_sets(perturbable: str, condition: str) -> list[str]:
 def run_robustness(run: LoadedRun, config: RobustnessConfig, *, variant: str = "") -> RunRobustness:
     """Every configured condition on one loaded run's ``config.split``."""
     segments = run.dataset.splits[config.split]
-    perturbable, notes = perturbable_modalities(run.spec)
+    label = text_encoder_label(run)
+    perturbable, notes = perturbable_modalities(run.spec, label)
     if not perturbable:
         raise ConfigError(f"{run.run_dir}: this run uses no input that can be perturbed ({'; '.join(notes)})")
     scale = train_feature_scale(run.dataset.splits["train"], perturbable)
     facts = {
         "data": run.config.data, "dataset": run.dataset.name, "synthetic": run.dataset.synthetic,
-        "task": run.dataset.task, "alignment": run.dataset.alignment, "text_encoder": run.spec.text_encoder,
+        "task": run.dataset.task, "alignment": run.dataset.alignment, "text_encoder": label,
         "modalities": run.spec.modalities, "model": run.config.model, "feedback": run.config.feedback,
         "split": config.split,
         "segments": len(segments), "batch_size": config.batch_size or run.config.batch_size or 32,
@@ -677,8 +687,9 @@ class RobustnessReport:
 
 def robustness(paths: Sequence[str | Path], out: str | Path, config: RobustnessConfig | None = None, *,
                device: str = "auto", data: str | None = None, data_root: str | None = None,
-               overwrite: bool = False) -> RobustnessReport:
-    """Robustness curves of every run in ``paths`` written to the new folder ``out``."""
+               overwrite: bool = False, trust_unverified: bool = False) -> RobustnessReport:
+    """Robustness curves of every run in ``paths`` written to the new folder ``out`` (each run loaded
+    by :func:`~misalatch.training.run_dir.load_run`, ``trust_unverified`` passed on)."""
     config = config or RobustnessConfig()
     out = Path(out)
     check_target(out, "robustness", overwrite=overwrite)  # fail before the long part; checked again on claim
@@ -686,7 +697,7 @@ def robustness(paths: Sequence[str | Path], out: str | Path, config: RobustnessC
     results: list[RunRobustness] = []
     for run_dir, variant in found:
         log.info("robustness of %s (variant %s)", run_dir, variant)
-        run = load_run(run_dir, data=data, data_root=data_root, device=device)
+        run = load_run(run_dir, data=data, data_root=data_root, device=device, trust_unverified=trust_unverified)
         results.append(run_robustness(run, config, variant=variant))
     tasks = {r.task for r in results}
     if len(tasks) > 1:

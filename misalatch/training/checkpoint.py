@@ -145,11 +145,17 @@ def _read_json_object(path: Path, what: str) -> dict[str, Any]:
     return doc
 
 
-def verify_manifest(directory: str | Path, name: str) -> dict[str, Any] | None:
+TRUST_HINT = "pass --trust-unverified (load_run(..., trust_unverified=True)) to load it anyway"
+
+
+def verify_manifest(directory: str | Path, name: str, *, trust_unverified: bool = False) -> dict[str, Any] | None:
     """Check ``<name>.manifest.json`` against the files it names (sizes, sha256).
 
-    A half-committed set of a dead writer is completed first. Returns the manifest, or None for a
-    checkpoint written before manifests existed (logged).
+    A half-committed set of a dead writer is completed first. The manifest must list the set's
+    weights and sidecar: deleting it, or a line of it, does not switch the check off. Without a
+    manifest the set is refused unless ``trust_unverified`` (then None is returned and a warning
+    logged): every misalatch since manifests exist writes one, so a missing one means the folder
+    was edited, copied in part, or written by a very old version.
     """
     directory = Path(directory)
     try:
@@ -157,24 +163,37 @@ def verify_manifest(directory: str | Path, name: str) -> dict[str, Any] | None:
     except OSError as err:  # a read-only folder: verification below still catches a mixed set
         log.debug("%s: cannot complete pending checkpoint writes (%s)", directory, err)
     path = directory / f"{name}.manifest.json"
-    if not path.exists():
-        if (directory / f"{name}.json").is_file():
-            log.warning("%s: no %s (written by an older misalatch); the files are not verified", directory, path.name)
-            return None
-        raise CheckpointError(f"{path}: no checkpoint manifest (is this a misalatch run folder?)")
+    if not path.exists() and not path.is_symlink():
+        if not (directory / f"{name}.json").is_file():
+            raise CheckpointError(f"{directory / (name + '.json')}: no checkpoint here (neither {name}.json nor "
+                                  f"{path.name}; is this a misalatch run folder?)")
+        if not trust_unverified:
+            raise CheckpointError(f"{path}: missing, so {name}.safetensors and {name}.json cannot be verified (the "
+                                  f"run folder was edited, copied in part or written by a very old misalatch); "
+                                  f"{TRUST_HINT}")
+        log.warning("%s: no %s; loading UNVERIFIED files (--trust-unverified)", directory, path.name)
+        return None
+    if path.is_symlink():
+        raise CheckpointError(f"{path}: is a symbolic link; a checkpoint manifest is a plain file")
     manifest = _read_json_object(path, "checkpoint manifest")
     files = manifest.get("files")
     if manifest.get("format") != MANIFEST_FORMAT or not isinstance(files, dict) or not files:
         raise CheckpointError(f"{path}: not a misalatch checkpoint manifest (format {manifest.get('format')!r})")
+    unlisted = [n for n in (f"{name}.safetensors", f"{name}.json") if n not in files]
+    if unlisted:
+        raise CheckpointError(f"{path}: does not list {', '.join(unlisted)}; a manifest covers the whole set "
+                              "(it was edited)")
     for fname, entry in files.items():
-        target = directory / str(fname)
-        if "/" in str(fname) or not isinstance(entry, dict):
-            raise CheckpointError(f"{path}: bad entry {fname!r}")
-        if not target.is_file():
-            raise CheckpointError(f"{target}: missing; {path.name} lists it as part of the checkpoint")
+        plain = isinstance(fname, str) and fname == Path(fname).name and fname not in ("", ".", "..") \
+            and "\\" not in fname and "\0" not in fname and fname.startswith(name + ".")
+        if not plain or not isinstance(entry, dict):
+            raise CheckpointError(f"{path}: bad entry {str(fname)!r:.80}")
+        target = directory / fname
+        if target.is_symlink() or not target.is_file():
+            raise CheckpointError(f"{target}: missing (or not a plain file); {path.name} lists it as part of the checkpoint")
         size = target.stat().st_size
         if size != entry.get("size"):
-            raise CheckpointError(f"{target}: {size} bytes, but {path.name} says {entry.get('size')} (the file is "
+            raise CheckpointError(f"{target}: {size} bytes, but {path.name} says {entry.get('size')!r:.40} (the file is "
                                   "truncated or was replaced; the checkpoint cannot be trusted)")
         if sha256_file(target) != entry.get("sha256"):
             raise CheckpointError(f"{target}: sha256 does not match {path.name} (the file was modified or garbled)")
@@ -258,34 +277,170 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({err}); it is truncated or garbled") from err
 
 
-def load_weights(directory: str | Path, name: str, model: nn.Module, *, verify: bool = True) -> dict[str, torch.Tensor]:
-    """Load ``<name>.safetensors`` strictly (manifest verified first); differences are reported by name."""
+def load_weights(directory: str | Path, name: str, model: nn.Module, *, verify: bool = True,
+                 trust_unverified: bool = False, reference: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """Load ``<name>.safetensors`` strictly (manifest verified first); differences are reported by name.
+
+    ``reference`` (the sidecar's ``referenced_weights``): those tensors are not in the file; the
+    model, built with the installed pretrained encoder, holds them, and they must hash as recorded."""
     if verify:
-        verify_manifest(directory, name)
+        verify_manifest(directory, name, trust_unverified=trust_unverified)
     path = Path(directory) / f"{name}.safetensors"
-    state = _load_tensors(path)
+    check_tensor_header(path, model.state_dict(), skip=tuple(reference["keys"]) if reference else ())
+    state = fill_referenced(_load_tensors(path), reference, model, Path(directory) / f"{name}.json")
     load_state_checked(model, state, str(path))
     return state
 
 
+# safetensors' dtype names (the file header) for the dtypes a model holds
+_ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+              torch.int8: "I8", torch.uint8: "U8", torch.int16: "I16", torch.int32: "I32", torch.int64: "I64",
+              torch.bool: "BOOL"}
+
+
+def _header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Name -> (dtype, shape) of every tensor of a safetensors file, from its header (nothing else is read)."""
+    from safetensors import safe_open
+
+    if path.is_symlink() or not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            out = {}
+            for key in handle.keys():
+                piece = handle.get_slice(key)
+                out[key] = (str(piece.get_dtype()), tuple(int(n) for n in piece.get_shape()))
+            return out
+    except Exception as err:  # safetensors raises its own error types (and Rust panics) for damaged files
+        raise CheckpointError(f"{path}: not a readable safetensors file ({str(err)[:200]}); it is truncated or "
+                              "garbled") from err
+
+
+def tensor_problems(expected: dict[str, tuple[str, tuple[int, ...]]],
+                    found: dict[str, tuple[str, tuple[int, ...]]]) -> list[str]:
+    """What differs between two ``name -> (dtype, shape)`` maps, one phrase per tensor (missing first)."""
+    problems = [f"tensor {k!r} is missing" for k in expected if k not in found]
+    problems += [f"tensor {k!r} is not part of the model" for k in found if k not in expected]
+    for key, (dtype, shape) in expected.items():
+        if key not in found:
+            continue
+        got_dtype, got_shape = found[key]
+        if got_dtype != dtype:
+            problems.append(f"tensor {key!r} is {got_dtype} {list(got_shape)}, the model expects {dtype} {list(shape)}")
+        elif got_shape != shape:
+            problems.append(f"tensor {key!r} has shape {list(got_shape)}, the model expects {list(shape)}")
+    return problems
+
+
+def expected_tensors(state: dict[str, torch.Tensor]) -> dict[str, tuple[str, tuple[int, ...]]]:
+    return {k: (_ST_DTYPES.get(v.dtype, str(v.dtype)), tuple(v.shape)) for k, v in state.items()}
+
+
+def _problem_line(source: str, problems: list[str], what: str = "the configured model") -> str:
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return (f"{source}: does not match {what} (weights of another configuration, or an edited file): "
+            f"{'; '.join(problems[:3])}{more}")
+
+
+def check_tensor_header(path: Path, own: dict[str, torch.Tensor], *, skip: tuple[str, ...] = ()) -> None:
+    """Every tensor of ``path`` has the dtype and shape of the model's ``own`` state (names in ``skip``
+    are not in the file: they are referenced, see :func:`split_referenced`), checked from the file's
+    header before any tensor is loaded. One CheckpointError naming the file and the first tensors."""
+    expected = expected_tensors({k: v for k, v in own.items() if k not in skip})
+    problems = tensor_problems(expected, _header(path))
+    if problems:
+        raise CheckpointError(_problem_line(str(path), problems))
+
+
 def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict`` with missing, unexpected and mis-shaped tensors named in one CheckpointError."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-              if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if shapes:
-            parts.append(f"{len(shapes)} tensors of another size (file vs model): {'; '.join(shapes[:6])}")
-        if missing:
-            parts.append(f"missing {missing[:6]}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:6]}")
-        raise CheckpointError(f"{source}: weights do not match the configured model (weights of another "
-                              f"configuration?): {', '.join(parts)}")
+    """``load_state_dict`` with missing, unexpected, mis-typed and mis-shaped tensors named in one CheckpointError."""
+    problems = tensor_problems(expected_tensors(model.state_dict()), expected_tensors(state))
+    if problems:
+        raise CheckpointError(_problem_line(source, problems))
     model.load_state_dict(state, strict=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# frozen, unmodified pretrained weights: referenced by name and sha256, not copied
+# ----------------------------------------------------------------------------------------------
+REFERENCED = "referenced_weights"  # the sidecar field
+
+
+def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and bytes of ``tensors`` (sorted by name): what a referenced
+    set of weights must hash to when it is taken from the installed encoder again."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        tensor = tensors[key].detach().cpu().contiguous()
+        digest.update(f"{key}\0{tensor.dtype}\0{list(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def pretrained_module_prefix(model: nn.Module) -> str | None:
+    """The state-dict prefix of the model's pretrained text encoder (a Hugging Face model), if any."""
+    from transformers import PreTrainedModel
+
+    for name, module in model.named_modules():
+        if isinstance(module, PreTrainedModel) and name:
+            return name + "."
+    return None
+
+
+def split_referenced(state: dict[str, torch.Tensor], pretrained: dict[str, torch.Tensor] | None,
+                     encoder: str, cache: dict[frozenset[str], str] | None = None
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """``state`` without the tensors still equal to the ``pretrained`` ones (a frozen encoder, or its
+    frozen layers), and the sidecar record that names them: the encoder, the keys and their digest.
+    Nothing is referenced when every pretrained tensor was trained (or there is none)."""
+    if not pretrained:
+        return state, None
+    same = sorted(k for k, v in pretrained.items() if k in state and state[k].dtype == v.dtype
+                  and state[k].shape == v.shape and torch.equal(state[k].detach().cpu(), v.detach().cpu()))
+    if not same:
+        return state, None
+    key = frozenset(same)
+    digest = (cache or {}).get(key) or weights_digest({k: pretrained[k] for k in same})
+    if cache is not None:
+        cache[key] = digest
+    kept = {k: v for k, v in state.items() if k not in key}
+    return kept, {"encoder": encoder, "keys": same, "sha256": digest}
+
+
+def check_reference(record: Any, path: Path) -> dict[str, Any] | None:
+    """The sidecar's ``referenced_weights`` record, type-checked (None when the weights are all in the file)."""
+    if record is None:
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("encoder"), str) \
+            or not isinstance(record.get("keys"), list) or not all(isinstance(k, str) for k in record["keys"]) \
+            or not isinstance(record.get("sha256"), str) or len(record["sha256"]) != 64:
+        raise CheckpointError(f"{path}: field {REFERENCED!r} must be an object with encoder, keys and sha256")
+    return record
+
+
+def fill_referenced(state: dict[str, torch.Tensor], record: dict[str, Any] | None, model: nn.Module,
+                    path: Path) -> dict[str, torch.Tensor]:
+    """``state`` completed with the referenced tensors of ``model`` (built with the installed
+    pretrained encoder), after checking that they hash to what the run recorded."""
+    if record is None:
+        return state
+    own = model.state_dict()
+    missing = [k for k in record["keys"] if k not in own]
+    if missing:
+        raise CheckpointError(f"{path}: references tensors the model does not have ({missing[:3]})")
+    overlap = [k for k in record["keys"] if k in state]
+    if overlap:
+        raise CheckpointError(f"{path}: tensor {overlap[0]!r} is both stored and referenced")
+    referenced = {k: own[k] for k in record["keys"]}
+    digest = weights_digest(referenced)
+    if digest != record["sha256"]:
+        raise CheckpointError(
+            f"{path}: the run references the frozen weights of text encoder {record['encoder']!r} (sha256 "
+            f"{record['sha256'][:12]}…), but the encoder installed here differs (sha256 {digest[:12]}…); install the "
+            "encoder the run was trained with")
+    return {**state, **referenced}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -308,6 +463,7 @@ class ResumeState:
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. the config fingerprint of the run
     best_model: dict[str, torch.Tensor] | None = None  # not written here: it is best.safetensors
     scheduler: dict[str, Any] | None = None  # lr scheduler state_dict (ReduceLROnPlateau: plain numbers)
+    source: str = ""  # the file it was read from, for error messages
 
 
 def _flatten_optimizer(prefix: str, state_dict: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -363,23 +519,25 @@ def has_resume_state(directory: str | Path) -> bool:
         p.name.startswith(".files.mlnext-") for p in directory.iterdir())
 
 
-def load_resume_state(directory: str | Path) -> ResumeState:
-    """The resumable state of ``directory`` with the best weights it refers to (both verified)."""
+def load_resume_state(directory: str | Path, *, trust_unverified: bool = False) -> ResumeState:
+    """The resumable state of ``directory`` with the best weights it refers to (both verified;
+    ``trust_unverified`` admits sets without a manifest)."""
     from misalatch.training.seeding import join_rng_state
 
     directory = Path(directory)
-    verify_manifest(directory, "resume")
+    verify_manifest(directory, "resume", trust_unverified=trust_unverified)
     path = directory / "resume.json"
     doc = _read_json_object(path, "resume state")
     if doc.get("format") != RESUME_FORMAT or doc.get("version") != RESUME_VERSION:
         raise CheckpointError(f"{path}: not a misalatch resume state (format {doc.get('format')!r})")
     tensors = _load_tensors(directory / "resume.safetensors")
-    verify_manifest(directory, "best")
+    verify_manifest(directory, "best", trust_unverified=trust_unverified)
     best_path = directory / "best.safetensors"
     if doc.get("best_sha256") is not None and sha256_file(best_path) != doc["best_sha256"]:
         raise CheckpointError(f"{best_path}: is not the best checkpoint {path.name} refers to (epoch "
                               f"{doc.get('best_epoch')}); the run folder was modified")
     best = _load_tensors(best_path)
+    check_resume_document(doc, tensors, path)
     try:
         model = None if doc["model_is_best"] else {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
         state = ResumeState(
@@ -392,10 +550,190 @@ def load_resume_state(directory: str | Path) -> ResumeState:
             rng=join_rng_state(doc["rng"], {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}),
             stopped=bool(doc["stopped"]), extra=dict(doc.get("extra") or {}), best_model=best,
             scheduler=None if doc.get("scheduler") is None else dict(doc["scheduler"]),
+            source=str(path),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(f"{path}: incomplete resume state ({type(err).__name__}: {err})") from err
     return state
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_resume_document(doc: dict[str, Any], tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """The types and sizes of a resume state that do not depend on the model: counters, history,
+    optimiser layout, RNG states. A crafted or mismatched state is one CheckpointError naming the
+    field (never a traceback from torch, NumPy or ``random`` when it is put back)."""
+
+    def bad(field_name: str, expected: str) -> CheckpointError:
+        value = doc.get(field_name, "(missing)") if "." not in field_name and "[" not in field_name else "…"
+        return CheckpointError(f"{path}: field {field_name!r} must be {expected} (found {type(value).__name__} "
+                               f"{value!r:.40}); the resume state was edited or is from another version")
+
+    epoch = doc.get("epoch")
+    if not _is_int(epoch) or not 1 <= epoch <= 10**7:
+        raise bad("epoch", "an integer >= 1")
+    if not _is_int(doc.get("best_epoch")) or not 0 <= doc["best_epoch"] <= epoch:
+        raise bad("best_epoch", f"an integer in 0..{epoch}")
+    if not _is_number(doc.get("best_dev_loss")) or math.isnan(doc["best_dev_loss"]):
+        raise bad("best_dev_loss", "a number")
+    for name in ("model_is_best", "stopped"):
+        if not isinstance(doc.get(name), bool):
+            raise bad(name, "true or false")
+    stopper = doc.get("stopper")
+    if not isinstance(stopper, dict) or not _is_number(stopper.get("best")) \
+            or not all(_is_int(stopper.get(k)) for k in ("left", "trials_left")) \
+            or "epoch" in stopper and not _is_int(stopper["epoch"]):
+        raise bad("stopper", "an object with best (number), left, trials_left and epoch (integers)")
+    history = doc.get("history")
+    if not isinstance(history, list) or len(history) != epoch:
+        raise bad("history", f"a list of {epoch} rows (one per epoch)")
+    for i, row in enumerate(history):
+        if not isinstance(row, dict) or set(row) != set(history[0]) or row.get("epoch") != i + 1 \
+                or not isinstance(row.get("improved"), bool) or not _is_number(row.get("dev_loss")) \
+                or not all(isinstance(v, (int, float, bool)) for v in row.values()):
+            raise CheckpointError(f"{path}: history row {i + 1} must be an object of numbers with the keys of row 1 "
+                                  f"(epoch {i + 1}, improved, dev_loss, ...); the resume state was edited")
+    for name in ("optimizer", "best_optimizer"):
+        opt = doc.get(name)
+        if opt is None and name == "best_optimizer":
+            continue
+        if not isinstance(opt, dict) or not isinstance(opt.get("param_groups"), list) \
+                or not all(isinstance(g, dict) for g in opt["param_groups"]) or not isinstance(opt.get("scalars"), dict) \
+                or not isinstance(opt.get("indices"), list) or not all(_is_int(i) and i >= 0 for i in opt["indices"]):
+            raise bad(name, "an optimiser state (param_groups, scalars, indices)")
+    prefixes = {"optim": doc["optimizer"]["indices"],
+                "best_optim": (doc.get("best_optimizer") or {}).get("indices", [])}
+    for key in tensors:
+        head, _, rest = key.partition(".")
+        if head in prefixes:
+            index, _, leaf = rest.partition(".")
+            if not index.isdigit() or int(index) not in prefixes[head] or not leaf:
+                raise CheckpointError(f"{path.with_suffix('.safetensors')}: tensor {key!r:.80} is not part of the "
+                                      "optimiser state its resume.json describes")
+        elif head not in ("model", "rng"):
+            raise CheckpointError(f"{path.with_suffix('.safetensors')}: unexpected tensor {key!r:.80}")
+    _check_rng(doc.get("rng"), {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}, path)
+    if doc.get("scheduler") is not None and not isinstance(doc["scheduler"], dict):
+        raise bad("scheduler", "an object or null")
+    if doc.get("extra") is not None and not isinstance(doc["extra"], dict):
+        raise bad("extra", "an object or null")
+
+
+def _check_rng(doc: Any, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """The RNG states of a resume state have the sizes and types of this Python, NumPy and torch."""
+    import random
+
+    import numpy as np
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: RNG state {what}; the resume state was edited or written by an "
+                               "incompatible version")
+
+    if not isinstance(doc, dict) or not isinstance(doc.get("python"), list) or len(doc["python"]) != 2 \
+            or not isinstance(doc.get("numpy"), list) or len(doc["numpy"]) != 4 \
+            or not _is_int(doc.get("cuda_devices")) or not 0 <= doc["cuda_devices"] <= 1024:
+        raise bad("'rng' must be an object with python [2 values], numpy [4 values] and cuda_devices")
+    version, gauss = doc["python"]
+    if version != random.getstate()[0] or not (gauss is None or _is_number(gauss)):
+        raise bad(f"python: version {version!r:.20} is not {random.getstate()[0]}")
+    kind, pos, has_gauss, cached = doc["numpy"]
+    if kind != "MT19937" or not _is_int(pos) or not 0 <= pos <= 624 or has_gauss not in (0, 1) \
+            or not _is_number(cached):
+        raise bad("numpy: expected ['MT19937', position 0..624, 0|1, number]")
+    expected = {"python_mt": (torch.int64, (len(random.getstate()[1]),)),
+                "numpy_keys": (torch.int64, tuple(np.random.get_state()[1].shape)),
+                "torch": (torch.uint8, tuple(torch.get_rng_state().shape)),
+                "generator": (torch.uint8, tuple(torch.Generator().get_state().shape))}
+    for i in range(doc["cuda_devices"]):
+        expected[f"cuda{i}"] = (torch.uint8, tensors[f"cuda{i}"].shape if f"cuda{i}" in tensors else (-1,))
+    for name, (dtype, shape) in expected.items():
+        tensor = tensors.get(name)
+        if tensor is None:
+            raise bad(f"rng.{name} is missing")
+        if tensor.dtype != dtype or tuple(tensor.shape) != tuple(shape) or tensor.ndim != 1:
+            raise bad(f"rng.{name} is {str(tensor.dtype).replace('torch.', '')} {list(tensor.shape)}, expected "
+                      f"{str(dtype).replace('torch.', '')} {list(shape)}")
+    for name in ("python_mt", "numpy_keys"):
+        values = tensors[name]
+        if int(values.min()) < 0 or int(values.max()) >= 2**32:
+            raise bad(f"rng.{name} holds values outside 0..2**32-1")
+    if int(tensors["python_mt"][-1]) > 624:
+        raise bad("rng.python_mt: position outside 0..624")
+    extra = sorted(set(tensors) - set(expected))
+    if extra:
+        raise bad(f"holds unexpected tensors {extra[:3]}")
+
+
+def check_resume_against(state: ResumeState, model: nn.Module, optimizer: torch.optim.Optimizer,
+                         scheduler: Any = None) -> None:
+    """A resume state fits the model, optimiser and scheduler the run's config builds: every weight's
+    dtype and shape, the optimiser's parameter groups and each moment's shape, the scheduler's fields.
+    Checked before anything is put back, so a mismatch is one CheckpointError, not a torch traceback."""
+    source = state.source or "resume state"
+    own = expected_tensors(model.state_dict())
+    for what, weights in (("current weights", state.model), ("best weights", state.best_model)):
+        if weights is not None:
+            problems = tensor_problems(own, expected_tensors(weights))
+            if problems:
+                raise CheckpointError(_problem_line(f"{source} ({what})", problems))
+    fresh = optimizer.state_dict()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for name, opt in (("optimizer", state.optimizer), ("best_optimizer", state.best_optimizer)):
+        if opt is None:
+            continue
+        groups = opt.get("param_groups")
+        if not isinstance(groups, list) or len(groups) != len(fresh["param_groups"]):
+            raise CheckpointError(f"{source}: {name} has {len(groups) if isinstance(groups, list) else '?'} parameter "
+                                  f"groups, the model's optimiser {len(fresh['param_groups'])}")
+        for got, want in zip(groups, fresh["param_groups"]):
+            if not isinstance(got.get("params"), list) or got["params"] != list(want["params"]):
+                raise CheckpointError(f"{source}: {name} parameter group does not match the optimiser of this model "
+                                      f"(params {str(got.get('params'))[:40]}, keys {sorted(got)[:8]})")
+            for key, value in got.items():
+                if key == "params" or key not in want:  # a field of another torch version: torch ignores it
+                    continue
+                ref = want[key]
+                ok = (isinstance(value, bool) == isinstance(ref, bool) and
+                      (_is_number(value) and math.isfinite(value) if _is_number(ref) else
+                       isinstance(value, (list, tuple)) and len(value) == len(ref) and all(_is_number(v) for v in value)
+                       if isinstance(ref, (list, tuple)) else
+                       value is None or isinstance(value, bool) if ref is None else value == ref))
+                if not ok:
+                    raise CheckpointError(f"{source}: {name} field {key!r} = {value!r:.40} does not fit Adam "
+                                          f"(expected like {ref!r:.40})")
+        for index, per_param in opt["state"].items():
+            if not _is_int(index) or not 0 <= index < len(params) or not isinstance(per_param, dict):
+                raise CheckpointError(f"{source}: {name} has state for parameter {index!r:.20}, the model has "
+                                      f"{len(params)} trainable parameters")
+            param = params[index]
+            for key, value in per_param.items():
+                if key == "step":
+                    if not (isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point()
+                            or _is_number(value)):
+                        raise CheckpointError(f"{source}: {name} state {index}.step must be one number")
+                elif not isinstance(value, torch.Tensor) or value.dtype != param.dtype \
+                        or tuple(value.shape) != tuple(param.shape):
+                    found = (f"{str(value.dtype).replace('torch.', '')} {list(value.shape)}"
+                             if isinstance(value, torch.Tensor) else type(value).__name__)
+                    raise CheckpointError(f"{source}: {name} state {index}.{key} is {found}, the parameter is "
+                                          f"{str(param.dtype).replace('torch.', '')} {list(param.shape)} (an "
+                                          "optimiser state of another model or configuration)")
+    if scheduler is not None and state.scheduler is not None:
+        want = scheduler.state_dict()
+        if set(state.scheduler) != set(want):
+            raise CheckpointError(f"{source}: scheduler state has the fields {sorted(state.scheduler)[:6]}, not those "
+                                  f"of ReduceLROnPlateau")
+        for key, ref in want.items():
+            value = state.scheduler[key]
+            if type(value) is not type(ref) and not (_is_number(value) and _is_number(ref)) \
+                    or isinstance(ref, list) and (len(value) != len(ref) or not all(_is_number(v) for v in value)):
+                raise CheckpointError(f"{source}: scheduler field {key!r} = {value!r:.40} (expected like {ref!r:.40})")
 
 
 RESUME_FILES = ("resume.manifest.json", "resume.json", "resume.safetensors")  # manifest first: the set is then gone

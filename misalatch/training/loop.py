@@ -29,7 +29,7 @@ from misalatch.errors import CheckpointError
 from misalatch.evaluation.metrics import compute_metrics
 from misalatch.models.losses import task_loss
 from misalatch.models.outputs import ModelInputs
-from misalatch.training.checkpoint import ResumeState
+from misalatch.training.checkpoint import ResumeState, check_resume_against
 from misalatch.training.distributed import SINGLE, Distributed, gather_objects, gather_output, local_batch, wrap
 from misalatch.training.early_stopping import EarlyStopping
 from misalatch.training.seeding import restore_rng_state, rng_state
@@ -210,6 +210,10 @@ def fit(
         best_model, best_optim = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
     else:
         assert resume.best_model is not None, "a resume state carries the best weights"
+        if resume.scheduler is None and scheduler is not None:
+            raise CheckpointError("the resume state has no learning-rate scheduler state, but the run trains "
+                                  "with one (--scheduler plateau); it was written by a different configuration")
+        check_resume_against(resume, model, optimizer, scheduler)
         best_model = {k: v.to(device) for k, v in resume.best_model.items()}
         model.load_state_dict(resume.model if resume.model is not None else best_model)
         optimizer.load_state_dict(resume.optimizer)

@@ -38,7 +38,7 @@ from misalatch.models.registry import ModelSpec, get_model, identify_weights
 from misalatch.resources import load_tokenizer
 from misalatch.io.atomic import atomic_write_text
 from misalatch.io.owned import Output, refuse_links
-from misalatch.training.checkpoint import load_weights, read_sidecar
+from misalatch.training.checkpoint import REFERENCED, check_reference, load_weights, read_sidecar, verify_manifest
 from misalatch.training.config import TrainConfig
 from misalatch.training.loop import SplitEvaluation, evaluate
 from misalatch.training.setup import SOURCE_ENCODER, RunSetup, check_token_ids, resolve_device, tokenize_once
@@ -170,12 +170,18 @@ def check_run_links(run_dir: str | Path) -> None:
 
 
 def load_run(run_dir: str | Path, *, data: str | None = None, data_root: str | None = None,
-             device: str = "auto") -> LoadedRun:
-    """Rebuild a run's best model and its data (or other ``data``) prepared the same way."""
+             device: str = "auto", trust_unverified: bool = False) -> LoadedRun:
+    """Rebuild a run's best model and its data (or other ``data``) prepared the same way.
+
+    The checkpoint set is verified against its manifest before anything in it is read; a run folder
+    without one is refused unless ``trust_unverified`` (docs/security.md). Either way every tensor's
+    dtype and shape must be those of the model its config builds.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: no such run folder")
     check_run_links(run_dir)
+    verify_manifest(run_dir, "best", trust_unverified=trust_unverified)
     sidecar = read_sidecar(run_dir, "best")
     try:
         cfg = TrainConfig.from_dict(sidecar["config"], source=f"{run_dir / 'best.json'}: config")
@@ -203,11 +209,13 @@ def load_run(run_dir: str | Path, *, data: str | None = None, data_root: str | N
     check_token_ids(dataset, model_config, source=f"--data {cfg.data}")
     dev = resolve_device(device)
     check_weights_hold(run_dir / "best.safetensors", spec)
+    reference = check_reference(sidecar.get(REFERENCED), run_dir / "best.json")
+    bert = _referenced_encoder(reference, run_dir) if reference is not None else None
     try:
-        model = spec.build(model_config)
+        model = spec.build(model_config, bert=bert)
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{run_dir / 'best.json'}: model_config cannot build a model ({err})") from err
-    load_weights(run_dir, "best", model)
+    load_weights(run_dir, "best", model, verify=False, reference=reference)  # verified above, before the sidecar
     model.to(dev).eval()
     spec = BatchSpec(text_encoder=model_config.text_encoder, modalities=cfg.modalities, alignment=dataset.alignment,
                      task=dataset.task, visual_dim=model_config.visual_size, acoustic_dim=model_config.acoustic_size)
@@ -217,6 +225,22 @@ def load_run(run_dir: str | Path, *, data: str | None = None, data_root: str | N
             f"match the run's model (visual {model_config.visual_size}, acoustic {model_config.acoustic_size})"
         )
     return LoadedRun(run_dir, cfg, model, dataset, spec, dev, sidecar)
+
+
+def _referenced_encoder(reference: dict[str, Any], run_dir: Path) -> torch.nn.Module:
+    """The installed pretrained encoder whose frozen weights the run references (not copied into it)."""
+    from misalatch.models.encoders import build_bert
+    from misalatch.resources import resolve_text_encoder
+
+    try:
+        encoder = resolve_text_encoder(reference["encoder"])
+    except MisalatchError as err:
+        raise ResourceNotFoundError(f"{run_dir / 'best.json'}: the run references the frozen weights of text encoder "
+                                    f"{reference['encoder']!r}, which is not available here ({err})") from err
+    if encoder.kind != "bert" or encoder.path is None:
+        raise CheckpointError(f"{run_dir / 'best.json'}: referenced text encoder {reference['encoder']!r} is not a "
+                              "BERT model")
+    return build_bert(path=str(encoder.path))
 
 
 def evaluate_run(run: LoadedRun, splits: tuple[str, ...] = ("valid", "test")) -> dict[str, SplitEvaluation]:

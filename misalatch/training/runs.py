@@ -22,14 +22,19 @@ from misalatch.evaluation.aggregate import AggregateRow, aggregate, write_aggreg
 from misalatch.io.atomic import sha256_file
 from misalatch.io.owned import Output, check_target, claim_output, open_output, read_marker, refuse_links
 from misalatch.training.checkpoint import (
+    REFERENCED,
     ResumeState,
     best_files,
+    check_reference,
     commit_checkpoints,
+    fill_referenced,
     has_resume_state,
     load_resume_state,
+    pretrained_module_prefix,
+    read_sidecar,
     remove_resume_state,
     resume_files,
-    save_checkpoint,
+    split_referenced,
 )
 from misalatch.training.config import TrainConfig
 from misalatch.training.distributed import SINGLE, Distributed, distributed_job, is_distributed_launch
@@ -115,13 +120,26 @@ def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
                     "data": data_facts(setup.dataset), "text_encoder": setup.text.description}
     register = lambda name: output.file(sub + name)  # noqa: E731 - every name is recorded before it is written
     best_sha = [None if resume is None else _sha_or_none(output.path / sub / "best.safetensors")]
+    # frozen, unmodified pretrained weights are referenced by encoder name and sha256, not copied
+    prefix = pretrained_module_prefix(model) if setup.text.bert is not None else None
+    pretrained = {prefix + k: v for k, v in setup.text.bert.state_dict().items()} if prefix else None
+    digests: dict[frozenset[str], str] = {}
+
+    def best_set(sidecar: dict[str, Any]) -> dict[str, bytes]:
+        state, record = split_referenced(model.state_dict(), pretrained, cfg.text_encoder or "minilm", digests)
+        return best_files("best", state, {**sidecar, **({REFERENCED: record} if record else {})})
+
+    if resume is not None and resume.best_model is not None:  # put the referenced tensors back (checked)
+        best_path = output.path / sub / "best.json"
+        record = check_reference(read_sidecar(output.path / sub, "best").get(REFERENCED), best_path)
+        resume.best_model = fill_referenced(resume.best_model, record, model, best_path)
 
     def save_epoch(state: ResumeState) -> None:
         row = state.history[-1]
         sets = []
         if row["improved"]:
             sidecar = {**sidecar_base, "epoch": state.epoch, "metrics": dev_record(row)}
-            best = best_files("best", model.state_dict(), sidecar)
+            best = best_set(sidecar)
             best_sha[0] = hashlib.sha256(best["best.safetensors"]).hexdigest()
             sets.append(best)
         sets.append(resume_files(state, best_sha256=best_sha[0]))  # one commit: always the same epoch
@@ -153,9 +171,8 @@ def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
                "best_epoch": fit_result.best_epoch, "epochs_run": len(fit_result.history), "seed": seed,
                "data": data_facts(setup.dataset), "text_encoder": setup.text.description}
     here = output.path / sub
-    save_checkpoint(here, "best", model, register=register,
-                    sidecar={**sidecar_base, "epoch": fit_result.best_epoch,
-                             "metrics": {"validation": valid.metrics, "test": test_metrics, "dev_loss": valid.loss}})
+    commit_checkpoints(here, best_set({**sidecar_base, "epoch": fit_result.best_epoch, "metrics": {
+        "validation": valid.metrics, "test": test_metrics, "dev_loss": valid.loss}}), register=register)
     write_metrics(output, sub, metrics)  # last: metrics.json present = this seed is done
     if not cfg.keep_resume_state:
         remove_resume_state(here, output, sub)  # the optimiser state is not needed any more: keep run folders small
@@ -222,11 +239,14 @@ RESUME_FLAGS = ("device", "keep_resume_state")
 """What may differ on ``--resume``: neither changes what is computed (CPU vs GPU aside)."""
 
 
-def resume_training(run_dir: str | Path, **changes: Any) -> TrainResult:
+def resume_training(run_dir: str | Path, *, trust_unverified: bool = False, **changes: Any) -> TrainResult:
     """Continue a killed ``train`` run in ``run_dir`` with its own config.
 
-    ``changes`` may only set :data:`RESUME_FLAGS`. Seeds that finished are kept, the interrupted one
-    continues after its last saved epoch exactly as it would have, the others are trained.
+    ``changes`` may only set :data:`RESUME_FLAGS`. Checkpoints without a manifest are refused unless
+    ``trust_unverified`` (:func:`misalatch.training.checkpoint.verify_manifest`); what is resumed is
+    checked first (:func:`check_seed_folder`, :func:`misalatch.training.checkpoint.check_resume_document`).
+    Seeds that finished are kept, the interrupted one continues after its last saved epoch exactly
+    as it would have, the others are trained.
     """
     bad = sorted(set(changes) - set(RESUME_FLAGS))
     if bad:
@@ -256,11 +276,14 @@ def resume_training(run_dir: str | Path, **changes: Any) -> TrainResult:
         states: dict[int, ResumeState] = {}
         for seed in seeds:
             folder = run_dir if len(seeds) == 1 else run_dir / f"seed-{seed}"
-            if (folder / "metrics.json").is_file():
+            finished, resumable = (folder / "metrics.json").is_file(), has_resume_state(folder)
+            if finished or resumable:  # what was written must still be there, and be of this run
+                check_seed_folder(folder, setup, trust_unverified=trust_unverified)
+            if finished:
                 done[seed] = _finished_seed(folder, seed, config.keep_resume_state, output,
                                             "" if len(seeds) == 1 else f"seed-{seed}/")
-            elif has_resume_state(folder):
-                states[seed] = load_resume_state(folder)
+            elif resumable:
+                states[seed] = load_resume_state(folder, trust_unverified=trust_unverified)
         return _train_seeds(setup, output, done, states)
 
 
@@ -271,6 +294,48 @@ def _refuse_run_links(run_dir: Path, seeds: tuple[int, ...] | list[int]) -> None
         refuse_links(run_dir, [f"seed-{s}" for s in seeds], error=CheckpointError)
     for seed in seeds:
         check_run_links(run_dir if len(seeds) == 1 else run_dir / f"seed-{seed}")
+def _normalised(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def check_seed_folder(folder: Path, setup: RunSetup, *, trust_unverified: bool = False) -> None:
+    """Before a seed is resumed or counted as finished: its checkpoint verifies, records the model the
+    run's own config (run.json) builds, and the files a later ``load_run`` needs are there and are
+    those of this data. Otherwise the run would be "resumed" and marked complete, yet unusable."""
+    from misalatch.data.text import read_vocab_file
+    from misalatch.training.checkpoint import read_sidecar, verify_manifest
+
+    cfg = setup.config
+    verify_manifest(folder, "best", trust_unverified=trust_unverified)
+    sidecar = read_sidecar(folder, "best")
+    recorded = sidecar["config"]
+    marker = folder / "run.json" if (folder / "run.json").is_file() else folder.parent / "run.json"
+    for name, want in (("model", cfg.model), ("feedback", cfg.feedback)):
+        got = sidecar.get("model", recorded.get("model")) if name == "model" else recorded.get(name)
+        if got != want:
+            raise ConfigError(f"{marker}: --{name} {want!r}, but {folder / 'best.json'} records {name} {got!r:.40}; "
+                              "the run folder was edited or mixes two runs, and cannot be resumed")
+    want_model = _normalised(setup.model_config.to_dict())
+    got_model = _normalised(sidecar["model_config"])
+    if got_model != want_model:
+        keys = sorted(k for k in set(want_model) | set(got_model) if want_model.get(k) != got_model.get(k))
+        raise ConfigError(f"{folder / 'best.json'}: model_config differs from what the run's config and data give now "
+                          f"({', '.join(keys[:4])}); the run folder or the data changed, and it cannot be resumed")
+    needed = ["config.yaml"]
+    if setup.text.tokenizer is not None:
+        needed.append("tokenizer")
+    if setup.dataset.vocab is not None:
+        needed.append("vocab.json")
+    for name in needed:
+        path = folder / name
+        present = path.is_dir() if name == "tokenizer" else path.is_file()
+        if path.is_symlink() or not present:
+            raise ConfigError(f"{path}: missing; the run cannot be resumed without it (train it again with --overwrite)")
+    if setup.dataset.vocab is not None:
+        vocab = read_vocab_file(folder / "vocab.json")  # a DataFormatError naming the file
+        if vocab != setup.dataset.vocab:
+            raise ConfigError(f"{folder / 'vocab.json'}: is not the vocabulary --data {cfg.data} gives now (the data "
+                              "or the file changed); the run cannot be resumed")
 
 
 def _finished_seed(folder: Path, seed: int, keep_resume_state: bool, output: Output, sub: str) -> RunResult:

@@ -98,5 +98,10 @@ def test_a_checkpoint_of_one_model_does_not_load_as_the_other(tmp_path: Path) ->
         record["model"], record["model_config"] = "mmlatch", sidecar["model_config"]
         record["config"]["model"] = "mmlatch"
         (misa_dir / name).write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match=r"best\.json.*best\.manifest\.json says"):
+        load_run(misa_dir)
+    from tests.test_bad_inputs_run import reseal
+
+    reseal(misa_dir)  # a consistent crafted set: the model check itself must refuse it
     with pytest.raises(CheckpointError, match=r"best\.safetensors.*'misa'.*'mmlatch'"):
         load_run(misa_dir)
