@@ -111,6 +111,20 @@ def resolve(name: str, registry: Mapping[str, RemoteFile] | None = None) -> tupl
     raise ConfigError(f"unknown file {name!r}{hint}; `misalatch download --list` shows the known names")
 
 
+def check_base_url(base_url: str) -> str:
+    """``base_url`` when it is an http(s) URL with a host; a ConfigError naming ``--base-url`` otherwise."""
+    try:
+        parts = urlsplit(base_url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as err:
+        raise ConfigError(f"--base-url {base_url!r}: not a valid URL ({err}); expected e.g. "
+                          f"{DEFAULT_BASE_URL}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"--base-url {base_url!r}: expected an http:// or https:// URL with a host "
+                          f"(e.g. {DEFAULT_BASE_URL})")
+    return base_url
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -324,6 +338,7 @@ def download(
     size) bound a slow or endless server.
     """
     known, entry = resolve(name, registry)
+    base = check_base_url(base_url or DEFAULT_BASE_URL)
     folder = Path(dest)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--dest {folder}: not a folder (the file is saved as {folder}/{entry.filename})")
@@ -342,7 +357,7 @@ def download(
             )
         log.info("%s: %s already present and verified", known, final)
         return final
-    url = f"{(base_url or DEFAULT_BASE_URL).rstrip('/')}/{entry.path}"
+    url = f"{base.rstrip('/')}/{entry.path}"
     log.info("%s: downloading %s", known, url)
     expect = _Expect(known, entry.sha256, entry.size, max_bytes, timeout, stall_s)
     _fetch(url, part, expect, progress=progress)
