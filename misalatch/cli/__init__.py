@@ -98,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     except MisalatchError as err:
         print(f"misalatch {name}: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # the system refused a path (a parent that cannot be created, no permission, disk full)
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"misalatch {name}: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

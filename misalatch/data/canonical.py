@@ -20,6 +20,7 @@ SPLITS: tuple[str, ...] = ("train", "valid", "test")
 Task = Literal["regression", "classification"]
 Alignment = Literal["word", "token", "none"]
 MODALITIES: tuple[str, ...] = ("t", "a", "v")  # text, acoustic, visual
+LABEL_RANGES: dict[str, tuple[float, float]] = {"mosi": (-3.0, 3.0), "mosei": (-3.0, 3.0)}  # sentiment, documented
 
 
 @dataclass
@@ -112,6 +113,20 @@ class CanonicalDataset:
     def split_sizes(self) -> dict[str, int]:
         return {s: len(self.splits.get(s, [])) for s in SPLITS}
 
+    def check_label_range(self, source: str = "<dataset>", *, allow: bool = False) -> None:
+        """MOSI and MOSEI sentiment lies in [-3, 3] (their documented range): a label outside it is a
+        misread (another column, another scale) and an error unless ``allow`` (``--allow-label-range``)."""
+        if allow or self.task != "regression" or self.name.lower() not in LABEL_RANGES:
+            return
+        low, high = LABEL_RANGES[self.name.lower()]
+        for split in SPLITS:
+            bad = [seg for seg in self.splits.get(split, []) if not low <= seg.label <= high]
+            if bad:
+                raise DataFormatError(
+                    f"{source}: split {split!r}: {len(bad)} label(s) outside {self.name}'s range [{low:g}, {high:g}] "
+                    f"(e.g. segment {bad[0].id!r}: {bad[0].label:g}); pass --allow-label-range if that is intended"
+                )
+
     def replace(self, **changes: Any) -> "CanonicalDataset":
         return dataclasses.replace(self, **changes)
 
@@ -122,6 +137,12 @@ class CanonicalDataset:
                 raise DataFormatError(f"{source}: split {split!r} is missing")
             if not self.splits[split]:
                 raise DataFormatError(f"{source}: split {split!r} is empty")
+            bad = [seg.id for seg in self.splits[split] if not np.isfinite(seg.label)]
+            if bad:  # a missing label read as 0 would be a valid neutral label: never silently
+                raise DataFormatError(
+                    f"{source}: split {split!r}: {len(bad)} label(s) are NaN or infinite (e.g. segment {bad[0]!r}); "
+                    "a missing label is not a neutral 0 — fix or drop those segments"
+                )
         dims: dict[str, int] = {}
         for split, segs in self.splits.items():
             for seg in segs:

@@ -111,6 +111,57 @@ def resolve(name: str, registry: Mapping[str, RemoteFile] | None = None) -> tupl
     raise ConfigError(f"unknown file {name!r}{hint}; `misalatch download --list` shows the known names")
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def content_problem(path: Path) -> str | None:
+    """Why the file at ``path`` is not the format its name announces, or None when it is.
+
+    Where no sha256 is known this is the only check of the body itself: an HTML login or error page,
+    a gzip stream or any other body served under a ``.csd`` / ``.pkl`` URL is refused by its first
+    bytes (the HDF5 signature; a binary pickle's PROTO opcode) instead of being stored as the file."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(512)
+    except OSError as err:
+        return f"it cannot be read ({err.strerror or err})"
+    suffix = path.name.removesuffix(".part").rsplit(".", 1)[-1].lower()
+    if suffix == "csd":
+        ok, wanted = head.startswith(HDF5_SIGNATURE), "an HDF5 file (a CMU-SDK .csd)"
+    elif suffix == "pkl":
+        ok, wanted = len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5, "a binary pickle (protocol 2-5)"
+    else:
+        return None
+    if ok:
+        return None
+    stripped = head.lstrip().lower()
+    if stripped.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")) or b"<html" in stripped:
+        found = "an HTML page (a login, error or redirect page?)"
+    elif head.startswith(b"\x1f\x8b"):
+        found = "a gzip stream"
+    elif head.startswith(b"PK\x03\x04"):
+        found = "a zip archive"
+    elif not head:
+        found = "empty"
+    else:
+        found = f"starts with {head[:8]!r}"
+    return f"expected {wanted}, but the body is {found}"
+
+
+def check_base_url(base_url: str) -> str:
+    """``base_url`` when it is an http(s) URL with a host; a ConfigError naming ``--base-url`` otherwise."""
+    try:
+        parts = urlsplit(base_url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as err:
+        raise ConfigError(f"--base-url {base_url!r}: not a valid URL ({err}); expected e.g. "
+                          f"{DEFAULT_BASE_URL}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"--base-url {base_url!r}: expected an http:// or https:// URL with a host "
+                          f"(e.g. {DEFAULT_BASE_URL})")
+    return base_url
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -324,6 +375,7 @@ def download(
     size) bound a slow or endless server.
     """
     known, entry = resolve(name, registry)
+    base = check_base_url(base_url or DEFAULT_BASE_URL)
     folder = Path(dest)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--dest {folder}: not a folder (the file is saved as {folder}/{entry.filename})")
@@ -332,6 +384,10 @@ def download(
     part = final.with_name(final.name + ".part")
     if final.exists():
         if entry.sha256 is None:
+            problem = content_problem(final)
+            if problem is not None:
+                raise DownloadError(f"{known}: {final} already exists but is not the file ({problem}); it is not "
+                                    "overwritten — move it away and run again")
             log.info("%s: %s already exists (no known sha256 to verify it); not downloading again", known, final)
             return final
         found = sha256_of(final)
@@ -342,7 +398,7 @@ def download(
             )
         log.info("%s: %s already present and verified", known, final)
         return final
-    url = f"{(base_url or DEFAULT_BASE_URL).rstrip('/')}/{entry.path}"
+    url = f"{base.rstrip('/')}/{entry.path}"
     log.info("%s: downloading %s", known, url)
     expect = _Expect(known, entry.sha256, entry.size, max_bytes, timeout, stall_s)
     _fetch(url, part, expect, progress=progress)
@@ -354,6 +410,10 @@ def download(
             _discard(part)
             raise DownloadError(f"{known}: the download's size {size} does not match the size the server announced "
                                 f"({recorded and recorded['total']}); the file was deleted — run again")
+        problem = content_problem(part)
+        if problem is not None:
+            _discard(part)
+            raise DownloadError(f"{known}: {url}: {problem}; nothing was saved — check the URL or --base-url")
         log.warning("%s: could not verify the download (no known sha256); it is complete (%d bytes, as announced) "
                     "and its computed sha256 is %s — record it to check later copies", known, size, found)
     elif found != entry.sha256 or (entry.size is not None and size != entry.size):

@@ -98,11 +98,15 @@ def _read_path(path: Path) -> CanonicalDataset:
             raise DataFormatError(
                 f"{path}: cannot read files of type {path.suffix or '(no suffix)'!r}; readable: {', '.join(FILE_READERS)}"
             )
-        return reader(path)
+        ds = reader(path)
+        ds.check_label_range(str(path))  # raw files only; `misalatch prepare --allow-label-range` to override
+        return ds
     for description, matches, reader in FOLDER_READERS:
         if matches(path):
             log.debug("%s: reading as %s", path, description)
-            return reader(path)
+            ds = reader(path)
+            ds.check_label_range(str(path))
+            return ds
     known = ", ".join(d for d, _, _ in FOLDER_READERS) or "none yet"
     raise DataFormatError(f"{path}: folder is not in a layout misalatch can read (known folder layouts: {known})")
 

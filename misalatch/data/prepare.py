@@ -53,6 +53,8 @@ class PrepareSource:
     """csd, urfunny: z-normalise visual/acoustic per segment (DATA.md §3.5)."""
     impute: bool = False
     """csd: fill missing visual/acoustic words with zeros (MMLatch) instead of dropping the segment."""
+    allow_label_range: bool = False
+    """Accept MOSI/MOSEI sentiment labels outside [-3, 3] (otherwise an error: another column or scale)."""
 
 
 def check_source(args: PrepareSource) -> None:
@@ -81,6 +83,13 @@ def check_source(args: PrepareSource) -> None:
 
 
 def read_any(args: PrepareSource) -> CanonicalDataset:
+    """Read the input that ``args`` describes, then check the labels against the dataset's range."""
+    ds = _read(args)
+    ds.check_label_range(str(args.labels or args.input), allow=args.allow_label_range)
+    return ds
+
+
+def _read(args: PrepareSource) -> CanonicalDataset:
     """Read the input that ``args`` describes with the matching reader (call :func:`check_source` first
     to fail before a long read rather than inside it; this calls it too)."""
     check_source(args)

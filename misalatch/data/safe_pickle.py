@@ -1036,11 +1036,9 @@ class NonFiniteCounter:
         return out
 
     def clean_label(self, value: float, field: str = "label") -> float:
-        value = float(value)
-        if not np.isfinite(value):
-            self.counts[field] = self.counts.get(field, 0) + 1
-            return 0.0
-        return value
+        """The label as a float, NaN/inf kept: a missing label is not a neutral 0 (issue 17), so
+        :meth:`CanonicalDataset.validate` refuses the dataset, naming the file, split and count."""
+        return float(value)
 
 
 def infer_dataset_name(path: str | os.PathLike[str], default: str) -> str:

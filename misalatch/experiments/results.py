@@ -35,7 +35,7 @@ from optuna.trial import TrialState
 from misalatch.evaluation.aggregate import aggregate, ordered_union
 from misalatch.evaluation.report import DISPLAY_NAMES, _fmt
 from misalatch.experiments.stats import paired_comparison
-from misalatch.experiments.studies import attempts, json_safe, redact
+from misalatch.experiments.studies import attempts, json_safe, redact, typed_attr
 from misalatch.experiments.sweep import Sweep, point_of, progress, write_owned
 from misalatch.io.atomic import atomic_savefig
 from misalatch.io.owned import record_written
@@ -47,6 +47,15 @@ RESULTS_VERSION = 1
 SPLITS = ("validation", "test")
 CHART_METRICS = {"regression": ("mae", "corr", "acc2_non0", "f1_non0", "acc2_has0", "acc7"),
                  "classification": ("acc", "f1")}
+
+
+def _metrics(attrs: dict[str, Any], name: str) -> dict[str, float]:
+    """A run's stored metrics (name → number); anything else a crafted study holds is left out."""
+    value = attrs.get(name)
+    if not isinstance(value, dict):
+        return {}
+    return {k: float(v) for k, v in value.items() if isinstance(k, str) and isinstance(v, (int, float))
+            and not isinstance(v, bool)}
 
 
 def collect(sweep: Sweep) -> dict[str, Any]:
@@ -68,11 +77,11 @@ def collect(sweep: Sweep) -> dict[str, Any]:
         for seed in spec.seeds:
             trial = state.complete.get((key, seed))
             if trial is not None:
-                run = {"seed": seed, "run_dir": trial.user_attrs.get("run_dir"), "state": "complete", "error": None,
-                       "best_epoch": trial.user_attrs.get("best_epoch"), "epochs_run": trial.user_attrs.get("epochs_run"),
-                       "attempts": attempts(trial), "worker": trial.user_attrs.get("worker"),
-                       "validation": dict(trial.user_attrs.get("validation") or {}),
-                       "test": dict(trial.user_attrs.get("test") or {})}
+                attrs = trial.user_attrs  # a stranger's study may hold anything: wrong types read as missing
+                run = {"seed": seed, "run_dir": typed_attr(attrs, "run_dir", str), "state": "complete", "error": None,
+                       "best_epoch": typed_attr(attrs, "best_epoch", int), "epochs_run": typed_attr(attrs, "epochs_run", int),
+                       "attempts": attempts(trial), "worker": typed_attr(attrs, "worker", str),
+                       "validation": _metrics(attrs, "validation"), "test": _metrics(attrs, "test")}
                 runs.append(run)
                 done.append(run)
                 continue
@@ -81,9 +90,11 @@ def collect(sweep: Sweep) -> dict[str, Any]:
                 pending.append({"key": key, "seed": seed})
                 continue
             last = max(tries, key=lambda t: t.number)
-            error = last.user_attrs.get("error") or "the worker stopped (killed or interrupted) before the run finished"
-            runs.append({"seed": seed, "run_dir": last.user_attrs.get("run_dir"), "state": "failed", "error": error,
-                         "best_epoch": None, "epochs_run": None, "attempts": len(tries), "worker": last.user_attrs.get("worker"),
+            error = (typed_attr(last.user_attrs, "error", str)
+                     or "the worker stopped (killed or interrupted) before the run finished")
+            runs.append({"seed": seed, "run_dir": typed_attr(last.user_attrs, "run_dir", str), "state": "failed",
+                         "error": error, "best_epoch": None, "epochs_run": None, "attempts": len(tries),
+                         "worker": typed_attr(last.user_attrs, "worker", str),
                          "validation": {}, "test": {}})
             failed.append({"key": key, "seed": seed, "error": error, "attempts": len(tries)})
         entry: dict[str, Any] = {"key": key, "params": params, "folder": spec.folder(params), "n": len(done),

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import optuna
-import yaml
 from optuna.trial import TrialState
 
 from misalatch.errors import ConfigError, MisalatchError
@@ -56,9 +55,11 @@ from misalatch.experiments.studies import (
     open_storage,
     redact,
     run_trial,
+    stored_folder,
 )
-from misalatch.experiments.sweep import run_folder_alive, train_run_folder
+from misalatch.experiments.sweep import train_run_folder
 from misalatch.io.atomic import atomic_write_text
+from misalatch.io.documents import finite_number, load_yaml
 from misalatch.io.owned import check_target, claim_output, is_owned
 from misalatch.training.config import TrainConfig
 
@@ -69,6 +70,10 @@ SEARCH_VERSION = 1
 SEARCH_MARKER = "search.json"
 NOT_SEARCHABLE = ("seed", "seeds", "out", "overwrite", "evaluate_test", "data", "data_root", "device")
 OBJECTIVES = ("dev_loss", *REGRESSION_KEYS, *CLASSIFICATION_KEYS)
+MAX_CHOICES = 1000  # values of one categorical setting
+MAX_BOUND = 1e12  # |low|, |high|, step of a numeric range (Optuna's int ranges overflow far beyond)
+MAX_TRIALS = 100_000  # --trials, and the target stored in a study
+MAX_CONSECUTIVE_FAILURES = 5  # a worker whose trials fail this many times in a row stops with the first error
 
 DEFAULT_SPACE: dict[str, dict[str, Any]] = {
     "lr": {"type": "float", "low": 1.0e-5, "high": 1.0e-3, "log": True},
@@ -115,29 +120,37 @@ def check_space(space: Any, source: str) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"{source}: {key}: unknown entries {sorted(extra)} for type {rng['type']}")
         if rng["type"] == "categorical":
             choices = rng.get("choices")
-            if not isinstance(choices, list) or not choices or not all(
-                    c is None or isinstance(c, (str, int, float, bool)) for c in choices):
-                raise ConfigError(f"{source}: {key}: choices must be a non-empty list of plain values")
+            if not isinstance(choices, list) or not choices or len(choices) > MAX_CHOICES or not all(
+                    c is None or isinstance(c, (str, int, bool)) or finite_number(c) for c in choices):
+                raise ConfigError(f"{source}: {key}: choices must be a non-empty list of at most {MAX_CHOICES} "
+                                  "plain values (strings, finite numbers, booleans)")
         else:
-            low, high = rng.get("low"), rng.get("high")
-            num = (int,) if rng["type"] == "int" else (int, float)
-            if not isinstance(low, num) or not isinstance(high, num) or isinstance(low, bool) or not low <= high:
-                raise ConfigError(f"{source}: {key}: needs numbers low <= high, got low={low!r} high={high!r}")
+            low, high, step = rng.get("low"), rng.get("high"), rng.get("step")
+            integer = rng["type"] == "int"
+
+            def number(value: Any) -> bool:
+                return finite_number(value) and (not integer or isinstance(value, int)) and abs(value) <= MAX_BOUND
+
+            if not number(low) or not number(high) or not low <= high:
+                raise ConfigError(f"{source}: {key}: needs finite {'integers' if integer else 'numbers'} low <= high "
+                                  f"(at most {MAX_BOUND:g} in size), got low={low!r} high={high!r}")
+            if rng.get("log") is not None and not isinstance(rng["log"], bool):
+                raise ConfigError(f"{source}: {key}: log must be true or false, got {rng['log']!r}")
             if rng.get("log") and low <= 0:
                 raise ConfigError(f"{source}: {key}: a log range needs low > 0")
+            if step is not None:
+                if not number(step) or step <= 0:
+                    raise ConfigError(f"{source}: {key}: step must be a finite "
+                                      f"{'integer' if integer else 'number'} > 0, got {step!r}")
+                if rng.get("log"):
+                    raise ConfigError(f"{source}: {key}: a log range cannot have a step")
         out[name] = dict(rng)
     return out
 
 
 def load_space(path: str | Path) -> dict[str, dict[str, Any]]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--space {path}: no such file")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"--space {path}: not valid YAML ({err})") from err
-    return check_space(doc, f"--space {path}")
+    """The space in a YAML file (``--space``), read through the shared safe loader and checked."""
+    return check_space(load_yaml(path, flag="--space", what="search space"), f"--space {path}")
 
 
 def suggest(trial: optuna.Trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -167,8 +180,8 @@ class SearchSpec:
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"--objective {self.objective}: expected dev_loss or a validation metric "
                               f"({', '.join(OBJECTIVES[1:])})")
-        if self.trials < 1:
-            raise ConfigError(f"--trials must be >= 1, got {self.trials}")
+        if isinstance(self.trials, bool) or not isinstance(self.trials, int) or not 1 <= self.trials <= MAX_TRIALS:
+            raise ConfigError(f"--trials must be an integer in 1..{MAX_TRIALS}, got {self.trials!r}")
         check_space(self.space, "search space")
 
     @property
@@ -192,10 +205,18 @@ class SearchSpec:
                 "objective": self.objective, "trials": self.trials}
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any]) -> "SearchSpec":
+    def from_dict(cls, doc: Any, source: str = "the study") -> "SearchSpec":
+        """The spec stored with a study: a stranger's database, so every value is checked before use."""
         if not isinstance(doc, dict) or doc.get("version") != SEARCH_VERSION:
-            raise ConfigError("the study was not made by this version of misalatch search")
-        return cls(TrainConfig.from_dict(doc["base"], source="study"), doc["space"], doc["objective"], int(doc["trials"]))
+            raise ConfigError(f"{source}: was not made by this version of misalatch search")
+        base, space, objective, trials = (doc.get(k) for k in ("base", "space", "objective", "trials"))
+        if not isinstance(base, dict) or not isinstance(objective, str):
+            raise ConfigError(f"{source}: the stored search settings are malformed (base {type(base).__name__}, "
+                              f"objective {type(objective).__name__})")
+        if isinstance(trials, bool) or not isinstance(trials, int):
+            raise ConfigError(f"{source}: the stored trial count {trials!r} is not an integer")
+        return cls(TrainConfig.from_dict(base, source=f"{source} (stored settings)"),
+                   check_space(space, f"{source} (stored space)"), objective, trials)
 
 
 @dataclass
@@ -231,6 +252,8 @@ def _ensure_search_folder(out: Path) -> None:
 
 def start_search(spec: SearchSpec, out: str | Path, *, storage: Optional[str] = None, study: Optional[str] = None,
                  liveness: Liveness = Liveness(), sampler_seed: Optional[int] = None) -> Search:
+    """Create the search (or continue it). As for a sweep, a ``--storage`` is opened before the folder
+    is made, so that a start that fails there leaves nothing behind."""
     from misalatch.experiments.sweep import folder_lock
 
     out = Path(out)
@@ -238,36 +261,47 @@ def start_search(spec: SearchSpec, out: str | Path, *, storage: Optional[str] = 
     url = storage or default_storage(out)
     name = study or f"search-{out.resolve().name}"
     with folder_lock(out):
-        _ensure_search_folder(out)
-        opt = optuna.create_study(study_name=name, storage=open_storage(url), sampler=_sampler(sampler_seed),
-                                  pruner=_pruner(), direction=spec.direction, load_if_exists=True)
-        existing = opt.user_attrs.get(STUDY_ATTR)
-        if existing is not None:
-            before = {k: v for k, v in SearchSpec.from_dict(existing).to_dict().items() if k != "trials"}
-            now = {k: v for k, v in SearchSpec.from_dict(json.loads(json.dumps(spec.to_dict()))).to_dict().items()
-                   if k != "trials"}
-            if before != now:
-                raise ConfigError(f"--study {name}: exists with other settings, space or objective; choose another "
-                                  "--study (only --trials may change when a search is run again)")
-        if existing is None or existing.get("trials") != spec.trials:
-            opt.set_user_attr(STUDY_ATTR, {**spec.to_dict(), "out": str(out.resolve())})
+        if url == default_storage(out):
+            _ensure_search_folder(out)
+            opt = _create_search_study(spec, name, url, out, sampler_seed)
+        else:
+            opt = _create_search_study(spec, name, url, out, sampler_seed)
+            _ensure_search_folder(out)
     return Search(opt, spec, out, url, liveness)
+
+
+def _create_search_study(spec: SearchSpec, name: str, url: str, out: Path, sampler_seed: Optional[int]) -> optuna.Study:
+    opt = optuna.create_study(study_name=name, storage=open_storage(url), sampler=_sampler(sampler_seed),
+                              pruner=_pruner(), direction=spec.direction, load_if_exists=True)
+    existing = opt.user_attrs.get(STUDY_ATTR)
+    if existing is not None:
+        before = {k: v for k, v in SearchSpec.from_dict(existing, f"--study {name}").to_dict().items() if k != "trials"}
+        now = {k: v for k, v in SearchSpec.from_dict(json.loads(json.dumps(spec.to_dict()))).to_dict().items()
+               if k != "trials"}
+        if before != now:
+            raise ConfigError(f"--study {name}: exists with other settings, space or objective; choose another "
+                              "--study (only --trials may change when a search is run again)")
+    if existing is None or existing.get("trials") != spec.trials:
+        opt.set_user_attr(STUDY_ATTR, {**spec.to_dict(), "out": str(out.resolve())})
+    return opt
 
 
 def join_search(storage: str, study: str, *, out: str | Path | None = None, liveness: Liveness = Liveness(),
                 sampler_seed: Optional[int] = None) -> Search:
+    """Open an existing search from its storage alone; everything read from the storage is checked."""
+    from misalatch.experiments.sweep import folder_lock
+
     store = open_storage(storage)
     opt = load_existing_study(study, store, storage)
     doc = opt.user_attrs.get(STUDY_ATTR)
     if doc is None:
         raise ConfigError(f"--study {study}: is not a misalatch search")
+    spec = SearchSpec.from_dict(doc, f"--study {study}")
     opt = optuna.load_study(study_name=study, storage=store, sampler=_sampler(sampler_seed), pruner=_pruner())
-    folder = Path(out) if out is not None else Path(doc["out"])
-    from misalatch.experiments.sweep import folder_lock
-
+    folder = stored_folder(doc, out, f"--study {study}")
     with folder_lock(folder):
         _ensure_search_folder(folder)
-    return Search(opt, SearchSpec.from_dict(doc), folder, storage, liveness)
+    return Search(opt, spec, folder, storage, liveness)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,6 +324,7 @@ def _objective(search: Search):
         trial.set_user_attr("attempt", attempts(search.study._storage.get_trial(trial._trial_id)))
 
         def report(row: dict[str, Any]) -> None:
+            beat.check()
             trial.report(sign * float(row["dev_loss"]), int(row["epoch"]))
             if trial.should_prune():
                 raise optuna.TrialPruned(f"epoch {row['epoch']}: dev loss {row['dev_loss']:.4f} is worse than the median")
@@ -297,7 +332,7 @@ def _objective(search: Search):
         log.info("search %s: trial %d %s", search.study.study_name, trial.number,
                  " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()))
         try:
-            with heartbeat(search.study, trial, search.liveness):
+            with heartbeat(search.study, trial, search.liveness) as beat:
                 cfg = spec.config_for(params, run_dir)
                 if run_dir.exists():  # a dead attempt of this trial number cannot exist: numbers are unique
                     raise ConfigError(f"{run_dir}: exists already; refusing to overwrite it")
@@ -322,21 +357,41 @@ def _objective(search: Search):
     return objective
 
 
-def run_search_worker(search: Search, *, poll: Optional[float] = None) -> int:
-    """Run trials until the study holds ``trials`` finished ones (wait while others finish theirs)."""
+class SearchFailed(MisalatchError):
+    """Every recent trial of this worker failed: the search stops with the first error instead of
+    failing forever (failed trials do not count towards ``--trials``)."""
+
+
+def run_search_worker(search: Search, *, poll: Optional[float] = None,
+                      max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES) -> int:
+    """Run trials until the study holds ``trials`` finished ones (wait while others finish theirs).
+
+    A worker whose last ``max_consecutive_failures`` trials all failed (a broken data path, a setting
+    that always diverges) stops with :class:`SearchFailed`, naming the first of those errors; a
+    trial that completes or is pruned resets the count."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     objective = _objective(search)
     poll = poll if poll is not None else max(1.0, search.liveness.heartbeat_interval / 2)
     started = 0
+    failures: list[str] = []
     while True:
-        fail_stale(search.study, search.liveness, alive=run_folder_alive(search.out))
+        fail_stale(search.study, search.liveness)
         finished = _finished(search.study)
         running = len(search.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         waiting = len(search.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
         if finished + running < search.spec.trials or (waiting and finished < search.spec.trials):
-            run_trial(search.study, objective, TrialFailed)
+            done = run_trial(search.study, objective, TrialFailed)
             started += 1
             _write_summary(search)
+            if done is not None and done.state == TrialState.FAIL:
+                error = done.user_attrs.get("error")
+                error = " ".join(error.split())[:500] if isinstance(error, str) else "failed"
+                failures.append(f"trial {done.number}: {error}")
+                if len(failures) >= max_consecutive_failures:
+                    raise SearchFailed(f"search {search.study.study_name}: {len(failures)} trials in a row failed; "
+                                       f"stopping. The first: {failures[0]}")
+            elif done is not None:
+                failures.clear()
         elif running and finished < search.spec.trials:
             time.sleep(poll)
         else:

@@ -5,14 +5,16 @@ any SQLAlchemy URL Optuna accepts (``postgresql+psycopg2://user:pw@host/db``, ``
 or ``journal:PATH`` (Optuna's journal file on a shared file system). Several processes on several
 machines may work on one study at once: each pulls the next trial nobody holds.
 
-A worker that dies (SIGKILL, a lost node) must not lose its run: every running trial carries a
-heartbeat (a ``misalatch_heartbeat`` timestamp that a small thread writes, the same for every
-storage), and a trial whose heartbeat is older than the grace period is failed by the next worker
-that looks and queued again (at most ``retries`` times), the same way a run that raised is retried.
-A late heartbeat alone never fails a run that is visibly alive: when the trial's run folder is
-locked by a live process on this machine (a loaded machine, a storage busy with other writers), it
-is left running. A trial that was failed under a live worker on another host is not told twice: the
-worker logs it and keeps the run folder.
+A worker that dies (SIGKILL, a lost node) or hangs as a whole must not lose its run: every running
+trial carries a heartbeat in the storage (a ``misalatch_heartbeat`` value that a small thread
+rewrites, the same for every storage), and a trial whose heartbeat a watching worker has seen
+unchanged for longer than the grace period is failed and queued again (at most ``retries`` times),
+the same way a run that raised is retried (:func:`fail_stale`). Nothing local decides it (no process
+id, no wall clock of another host), so it works across machines. A worker whose trial was taken over
+notices at its next heartbeat, stops at the next epoch and is not told twice: it logs it.
+
+Every storage URL gets a connect and a statement timeout (:class:`Timeouts`), so a server that
+accepts and never answers ends in a :class:`StorageError`, never a hang.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from misalatch.errors import ConfigError, MisalatchError
-from misalatch.io.atomic import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -82,41 +83,181 @@ def redact(url: str) -> str:
         return url.split("@")[-1]
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage for ``url``; clear errors for bad URLs."""
+@dataclass(frozen=True)
+class Timeouts:
+    """How long a storage may take: to connect, and to answer one statement (seconds).
+
+    Every URL form gets both, so that a database that accepts a connection and never answers (a
+    wedged server, a firewall that swallows packets, a port of another service) ends in a clear
+    error instead of a hang. ``MISALATCH_DB_CONNECT_TIMEOUT`` / ``MISALATCH_DB_STATEMENT_TIMEOUT``
+    (seconds) change the defaults, e.g. for a slow link, or short for tests."""
+
+    connect: float = 30.0
+    statement: float = 300.0
+
+    @classmethod
+    def from_env(cls) -> "Timeouts":
+        values = {}
+        for field, name in (("connect", "MISALATCH_DB_CONNECT_TIMEOUT"), ("statement", "MISALATCH_DB_STATEMENT_TIMEOUT")):
+            raw = os.environ.get(name)
+            if raw is None or not raw.strip():
+                continue
+            try:
+                value = float(raw)
+            except ValueError:
+                value = math.nan
+            if not math.isfinite(value) or not 0 < value <= 86_400:
+                raise ConfigError(f"{name}={raw!r}: expected a number of seconds in (0, 86400]")
+            values[field] = value
+        return cls(**values)
+
+
+def normalize_url(url: str) -> str:
+    """The SQLAlchemy URL with a database driver that is installed.
+
+    SQLAlchemy 2.x maps a bare ``postgresql://`` to psycopg 3 and ``mysql://`` to mysqlclient; the
+    documented ``postgresql://user@host/db`` must work with the psycopg2 that misalatch installs, so a
+    bare scheme (and Heroku's ``postgres://``) gets the first installed driver of the dialect."""
+    from sqlalchemy.engine import make_url
+
+    import importlib.util
+
+    parsed = make_url(url)
+    given, _, driver = parsed.drivername.partition("+")
+    backend = "postgresql" if given == "postgres" else given
+    if not driver:
+        for name, module in _DRIVERS.get(backend, ()):
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except ImportError:  # a dotted name whose package is missing
+                found = False
+            if found:
+                driver = name
+                break
+    if (backend, driver) == (given, parsed.drivername.partition("+")[2]):
+        return url  # as given: nothing to choose, or no driver installed (SQLAlchemy's ImportError says which)
+    return parsed.set(drivername=f"{backend}+{driver}" if driver else backend).render_as_string(hide_password=False)
+
+
+# the drivers tried for a bare scheme, in order: (SQLAlchemy driver name, module to import)
+_DRIVERS = {"postgresql": (("psycopg2", "psycopg2"), ("psycopg", "psycopg"), ("pg8000", "pg8000")),
+            "mysql": (("pymysql", "pymysql"), ("mysqldb", "MySQLdb"), ("mysqlconnector", "mysql.connector"))}
+
+
+def connect_args(url: str, timeouts: Timeouts) -> dict[str, Any]:
+    """The DBAPI ``connect()`` arguments that bound connecting and each statement, per driver."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    connect_s, statement_ms = max(1, math.ceil(timeouts.connect)), max(1, int(timeouts.statement * 1000))
+    return {k: v for k, v in _driver_args(backend, driver, connect_s, statement_ms, timeouts).items()
+            if k not in parsed.query}  # a value the user put in the URL wins
+
+
+def _driver_args(backend: str, driver: str, connect_s: int, statement_ms: int, timeouts: Timeouts) -> dict[str, Any]:
+    if backend == "sqlite":
+        return {"timeout": timeouts.statement}  # how long to wait for another writer's lock
+    if backend == "postgresql" and driver in ("psycopg2", "psycopg"):
+        # libpq: connect_timeout bounds the whole handshake; the server ends any statement past the limit
+        return {"connect_timeout": connect_s, "options": f"-c statement_timeout={statement_ms}"}
+    if backend == "postgresql" and driver == "pg8000":
+        return {"timeout": timeouts.statement}  # a socket timeout on every read, the handshake included
+    if backend == "mysql" and driver in ("pymysql", "mysqldb"):
+        return {"connect_timeout": connect_s, "read_timeout": math.ceil(timeouts.statement),
+                "write_timeout": math.ceil(timeouts.statement)}
+    if backend == "mysql" and driver == "mysqlconnector":
+        return {"connection_timeout": connect_s}
+    return {}
+
+
+def _make_parent(path: Path, url: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--storage {redact(url)}: cannot create the folder {path.parent} "
+                          f"({err.strerror or err})") from None
+
+
+def open_storage(url: str, timeouts: Optional[Timeouts] = None) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url``; clear errors for bad URLs and unreachable or silent servers."""
+    timeouts = timeouts or Timeouts.from_env()
+    if not isinstance(url, str) or "\x00" in url:
+        raise ConfigError(f"--storage {url!r}: not a URL")
     if url.startswith(JOURNAL_PREFIX):
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 
         path = url[len(JOURNAL_PREFIX):]
         if not path:
             raise ConfigError("--storage journal:PATH needs a file path (e.g. journal:/shared/sweeps/mosi.log)")
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _make_parent(Path(path), url)
         try:
             return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
         except OSError as err:
             raise StorageError(f"--storage {url}: cannot open the journal file ({err.strerror})") from err
     if "://" not in url:
         raise ConfigError(f"--storage {url!r}: expected a URL such as sqlite:///sweeps/study.db, "
-                          "postgresql+psycopg2://user@host/db or journal:/shared/study.log")
-    engine_kwargs: dict = {"pool_pre_ping": True}
+                          "postgresql://user@host/db or journal:/shared/study.log")
+    try:
+        url = normalize_url(url)
+        args = connect_args(url, timeouts)
+    except Exception as err:  # noqa: BLE001 - sqlalchemy ArgumentError, ValueError of a malformed URL
+        raise ConfigError(f"--storage {redact(url)}: not a valid database URL ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    engine_kwargs: dict = {"connect_args": args}
     sqlite_file = None  # the database file of a sqlite URL; none for an in-memory one (one process)
     if url.startswith("sqlite"):
-        # many workers on one file: wait for the write lock instead of failing at once
-        engine_kwargs = {"connect_args": {"timeout": 120}}
+        # many workers on one file: wait (a bounded time) for the write lock instead of failing at once
         target = url.split(":///", 1)[1] if ":///" in url else ""
         if target and target != ":memory:":
             sqlite_file = Path(target)
-            sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+            _make_parent(sqlite_file, url)
+    else:
+        engine_kwargs.update(pool_pre_ping=True, pool_timeout=timeouts.connect)
     try:
-        storage = RDBStorage(url, engine_kwargs=engine_kwargs)
+        if url.startswith("sqlite"):  # a local file, bounded by its busy timeout (and an in-memory database
+            storage = RDBStorage(url, engine_kwargs=engine_kwargs)  # lives in the opening thread's connection)
+        else:
+            storage = _with_deadline(lambda: RDBStorage(url, engine_kwargs=engine_kwargs), url, timeouts)
     except ImportError as err:
         raise ConfigError(f"--storage {redact(url)}: the database driver is not installed ({err})") from err
+    except MisalatchError:
+        raise
     except Exception as err:  # sqlalchemy ArgumentError / OperationalError
         raise StorageError(f"--storage {redact(url)}: cannot open the storage ({type(err).__name__}: "
-                           f"{str(err).splitlines()[0]})") from err
+                           f"{_first_line(err)})") from err
     if sqlite_file is not None:  # only a file is shared by several workers
         _serialize_sqlite_transactions(storage)
     return storage
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _with_deadline(make: Callable[[], Any], url: str, timeouts: Timeouts) -> Any:
+    """``make()`` in a helper thread, given up after the connect + statement timeouts: the drivers'
+    own timeouts bound every step, and this bounds any step a driver leaves unbounded (a MySQL
+    driver without a read timeout, DNS), so that opening a storage never hangs the command."""
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["value"] = make()
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+            result["error"] = err
+
+    thread = threading.Thread(target=run, name="misalatch-open-storage", daemon=True)
+    thread.start()
+    thread.join(timeouts.connect + timeouts.statement)
+    if thread.is_alive():
+        raise StorageError(f"--storage {redact(url)}: no answer from the database within "
+                           f"{timeouts.connect + timeouts.statement:.0f} s (MISALATCH_DB_CONNECT_TIMEOUT, "
+                           "MISALATCH_DB_STATEMENT_TIMEOUT)")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
 
 
 def _serialize_sqlite_transactions(storage: RDBStorage) -> None:
@@ -148,68 +289,92 @@ def retry_callback(retries: int) -> RetryHeartbeatStaleTrialCallback:
 
 def attempts(trial: FrozenTrial) -> int:
     """1 for a first attempt, 2 for its first retry, ..."""
-    return 1 + len(trial.system_attrs.get("retry_history", []))  # the list RetryHeartbeatStaleTrialCallback keeps
+    return 1 + len(typed_attr(trial.system_attrs, "retry_history", list) or [])  # the list RetryHeartbeatStaleTrialCallback keeps
 
 
-AliveCheck = Callable[[FrozenTrial], Optional[bool]]
-
-
-def local_worker_alive(trial: FrozenTrial) -> Optional[bool]:
-    """Whether the worker that holds ``trial`` (its ``worker`` attribute, ``host:pid``) is a live
-    process on this machine; None when it runs elsewhere or has not said yet."""
-    worker = trial.user_attrs.get("worker")
-    if not isinstance(worker, str) or ":" not in worker:
-        return None
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return None
-    if int(pid) == os.getpid():  # this process: alive for the trial only while it is running it
-        return trial._trial_id in _RUNNING_HERE
-    return pid_alive(int(pid))
-
-
+# (study id, trial id) -> (the last heartbeat value seen, when this process first saw that value,
+# on its own monotonic clock). Staleness is judged by how long the value has not changed as seen from
+# here, never by comparing another host's clock with this one's.
+_SEEN: dict[tuple[int, int], tuple[Any, float]] = {}
 _RUNNING_HERE: set[int] = set()  # trial ids this process is running now (see run_trial)
 
 
-def fail_stale(study: optuna.Study, liveness: Liveness, alive: Optional[AliveCheck] = None) -> None:
-    """Fail running trials whose worker stopped beating, and queue their retries.
+def _clock() -> float:
+    return time.monotonic()
 
-    A trial whose worker is a live process on this machine is never failed, however late its
-    heartbeat (a loaded machine, a storage busy with other writers): only a process that is gone,
-    or one on another host that stopped beating, loses its run. ``alive(trial)`` may add a check
-    (True: alive), e.g. the lock of the trial's run folder.
+
+def fail_stale(study: optuna.Study, liveness: Liveness) -> list[int]:
+    """Fail running trials whose heartbeat stopped, and queue their retries; returns their numbers.
+
+    The heartbeat lives in the storage (a value the worker rewrites every ``heartbeat_interval``), so
+    it works across machines: a trial is taken for dead when this process has watched its heartbeat
+    stay unchanged for longer than ``grace_period`` on its own monotonic clock. No process id and no
+    wall clock is compared, so neither pid reuse nor clocks that differ between hosts can keep a dead
+    worker's run or take a live one's; a worker that hangs as a whole (stopped, swapping, a frozen
+    node) stops beating and is taken over like a dead one. A trial is never failed on first sight: a
+    worker that starts watching waits one grace period. Trials this process runs are never failed here.
     """
-    now = time.time()
+    now = _clock()
     callback = retry_callback(liveness.retries)
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        beat = trial.system_attrs.get(HEARTBEAT_ATTR)
-        if beat is None and trial.datetime_start is not None:
-            beat = trial.datetime_start.timestamp()
-        if beat is None or now - float(beat) <= liveness.grace_period:
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    live_keys = set()
+    stale = []
+    for trial in running:
+        key = (study._study_id, trial._trial_id)
+        live_keys.add(key)
+        beat = trial.system_attrs.get(HEARTBEAT_ATTR, trial.datetime_start)
+        if trial._trial_id in _RUNNING_HERE:
             continue
-        if local_worker_alive(trial) or (alive is not None and alive(trial)):
-            log.info("trial %d: heartbeat %.0f s old, but its worker is alive; left running",
-                     trial.number, now - float(beat))
+        seen = _SEEN.get(key)
+        if seen is None or seen[0] != beat:
+            _SEEN[key] = (beat, now)
+            continue
+        if now - seen[1] <= liveness.grace_period:
             continue
         try:
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         except UpdateFinishedTrialError:
             continue  # another worker failed it first and queued the retry
-        log.warning("trial %d: its worker stopped beating %.0f s ago; failed and queued again", trial.number,
-                    now - float(beat))
+        log.warning("trial %d: its heartbeat has not changed for %.0f s (worker %s); failed and queued again",
+                    trial.number, now - seen[1], trial.user_attrs.get("worker", "unknown"))
         callback(study, study._storage.get_trial(trial._trial_id))
+        stale.append(trial.number)
+    for key in [k for k in _SEEN if k[0] == study._study_id and k not in live_keys]:
+        del _SEEN[key]  # finished trials: forget them
+    return stale
+
+
+class TrialTakenOver(MisalatchError):
+    """This worker's trial was failed by another worker (its heartbeat had stopped) and retried."""
+
+
+@dataclass
+class Beat:
+    """A running heartbeat; ``lost`` is set once the storage says the trial was taken over."""
+
+    lost: threading.Event
+
+    def check(self) -> None:
+        """Raise :class:`TrialTakenOver` when the trial belongs to another worker now (called between
+        epochs, so that a worker that hung and came back stops writing the run another one retries)."""
+        if self.lost.is_set():
+            raise TrialTakenOver("this run was taken over by another worker while this one was not beating")
 
 
 @contextlib.contextmanager
-def heartbeat(study: optuna.Study, trial: optuna.Trial, liveness: Liveness) -> Iterator[None]:
+def heartbeat(study: optuna.Study, trial: optuna.Trial, liveness: Liveness) -> Iterator[Beat]:
     """Beat for ``trial`` every ``heartbeat_interval`` seconds while the body runs."""
     stop = threading.Event()
+    state = Beat(threading.Event())
 
     def beat() -> None:
         while True:
             try:
                 study._storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time())
-            except Exception:  # noqa: BLE001 - a finished trial or a transient storage error
+            except UpdateFinishedTrialError:  # failed by another worker: it is theirs now
+                state.lost.set()
+                return
+            except Exception:  # noqa: BLE001 - a transient storage error (each call is bounded by the timeouts)
                 pass
             if stop.wait(liveness.heartbeat_interval):
                 return
@@ -217,7 +382,7 @@ def heartbeat(study: optuna.Study, trial: optuna.Trial, liveness: Liveness) -> I
     thread = threading.Thread(target=beat, name="misalatch-heartbeat", daemon=True)
     thread.start()
     try:
-        yield
+        yield state
     finally:
         stop.set()
         thread.join()
@@ -281,6 +446,28 @@ def json_safe(value: Any) -> Any:
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def stored_folder(doc: dict[str, Any], out: str | Path | None, source: str) -> Path:
+    """``out`` when given, else the folder a study names (``--join``): an absolute path as text, or a
+    ConfigError asking for ``--out`` (a crafted study may hold anything)."""
+    if out is not None:
+        return Path(out)
+    value = doc.get("out")
+    if not isinstance(value, str) or not value or "\x00" in value or not os.path.isabs(value) or len(value) > 4096:
+        raise ConfigError(f"{source}: the study names no usable folder ({str(value)[:100]!r}); give --out FOLDER")
+    return Path(value)
+
+
+def typed_attr(attrs: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    """``attrs[name]`` when it has the type ``kind`` (not a bool for int), else None: attributes of a
+    stranger's study are read through this, so that a wrong type is "missing", not a crash."""
+    value = attrs.get(name)
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value if isinstance(value, kind) else None
 
 
 def load_existing_study(name: str, storage: optuna.storages.BaseStorage, url: str,

@@ -27,6 +27,7 @@ import fcntl
 import itertools
 import json
 import logging
+import math
 import re
 import time
 import traceback
@@ -49,9 +50,11 @@ from misalatch.experiments.studies import (
     redact,
     retry_callback,
     run_trial,
+    stored_folder,
 )
 from misalatch.io.atomic import atomic_write_text
-from misalatch.io.owned import check_target, claim_output, is_owned, lock_holder_alive, record_written
+from misalatch.io.documents import finite_number
+from misalatch.io.owned import check_target, claim_output, is_owned, lock_path, record_written
 from misalatch.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,7 @@ SPEC_VERSION = 1
 DEFAULT_SEEDS = (1111, 1112, 1113, 1114, 1115)
 NOT_GRIDDABLE = ("seeds", "out", "overwrite")
 QUEUED_ATTR = "misalatch_queued"  # system attr of a trial queued by the sweep itself (resume)
+MAX_GRID_POINTS = 10_000  # variants × seeds; checked before the grid is enumerated
 
 
 class RunFailed(MisalatchError):
@@ -89,19 +93,29 @@ class SweepSpec:
 
     def __post_init__(self) -> None:
         names = {f.name for f in dataclasses.fields(TrainConfig)}
-        if "seed" not in self.grid or not self.grid["seed"]:
+        if not isinstance(self.grid, dict) or "seed" not in self.grid or not self.grid["seed"]:
             raise ConfigError("a sweep needs at least one seed (--seeds 1111,1112,...)")
+        size = 1
         for name, values in self.grid.items():
-            if name not in names or name in NOT_GRIDDABLE:
-                raise ConfigError(f"--{name.replace('_', '-')}: not a training setting a sweep can vary")
-            if not values:
+            if not isinstance(name, str) or name not in names or name in NOT_GRIDDABLE:
+                raise ConfigError(f"--{str(name).replace('_', '-')}: not a training setting a sweep can vary")
+            if not isinstance(values, tuple) or not values:
                 raise ConfigError(f"--{name.replace('_', '-')}: an empty list of values")
+            size *= len(values)  # checked before anything enumerates the grid (a crafted study may hold 10^14)
+            if size > MAX_GRID_POINTS:
+                raise ConfigError(f"the grid has more than {MAX_GRID_POINTS} points (variants × seeds); split the "
+                                  "sweep into several")
+            for value in values:
+                if value is not None and not isinstance(value, (str, int, bool)) and not finite_number(value):
+                    raise ConfigError(f"--{name.replace('_', '-')}: {value!r} cannot be a grid value "
+                                      "(use a string, finite number or boolean setting)")
             if len(set(map(repr, values))) != len(values):
                 raise ConfigError(f"--{name.replace('_', '-')}: a value is listed twice ({list(values)})")
-            for value in values:
-                if value is not None and not isinstance(value, (str, int, float, bool)):
-                    raise ConfigError(f"--{name.replace('_', '-')}: {value!r} cannot be a grid value "
-                                      "(use a string, number or boolean setting)")
+        for seed in self.grid["seed"]:
+            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+                raise ConfigError(f"--seeds: {seed!r} is not a seed (an integer in 0..{2**32 - 1})")
+        if not isinstance(self.baseline, dict):
+            raise ConfigError(f"--baseline: expected field=value pairs, got {self.baseline!r}")
         for name, value in self.baseline.items():
             if name not in self.grid or name == "seed" or value not in self.grid[name]:
                 raise ConfigError(f"--baseline {name}={value}: not a value of the grid "
@@ -162,11 +176,20 @@ class SweepSpec:
                 "grid": {k: list(v) for k, v in self.grid.items()}, "baseline": dict(self.baseline)}
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any]) -> "SweepSpec":
+    def from_dict(cls, doc: Any, source: str = "the study") -> "SweepSpec":
+        """The spec stored with a study: a stranger's database, so every value is checked before use."""
         if not isinstance(doc, dict) or doc.get("version") != SPEC_VERSION:
-            raise ConfigError("the study was not made by this version of misalatch sweep")
-        return cls(TrainConfig.from_dict(doc["base"], source="study"), {k: tuple(v) for k, v in doc["grid"].items()},
-                   dict(doc.get("baseline") or {}))
+            raise ConfigError(f"{source}: was not made by this version of misalatch sweep")
+        base, grid, baseline = doc.get("base"), doc.get("grid"), doc.get("baseline") or {}
+        if not isinstance(base, dict) or not isinstance(grid, dict) or not isinstance(baseline, dict) or not all(
+                isinstance(v, list) for v in grid.values()):
+            raise ConfigError(f"{source}: the stored sweep settings are malformed (base, grid of lists and baseline "
+                              "must be mappings)")
+        try:
+            return cls(TrainConfig.from_dict(base, source=f"{source} (stored settings)"),
+                       {k: tuple(v) for k, v in grid.items()}, dict(baseline))
+        except ConfigError as err:
+            raise ConfigError(f"{source}: stored sweep: {err}") from None
 
 
 def default_baseline(grid: dict[str, tuple[Any, ...]], requested: Optional[str]) -> dict[str, Any]:
@@ -241,8 +264,13 @@ def folder_lock(out: Path) -> Iterator[None]:
     """Serialise the workers of one sweep folder while they create or top up the study (the lock
     file lies beside the folder, so that nothing appears in a folder before it is known to be ours)."""
     out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / f".{out.name}.lock-sweep", "a") as handle:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(out.parent / f".{out.name}.lock-sweep", "a")
+    except OSError as err:
+        raise ConfigError(f"--out {out}: cannot create the folder or its lock beside it "
+                          f"({err.strerror or err}: {err.filename or out.parent})") from None
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -282,7 +310,11 @@ def _sampler(spec: SweepSpec) -> optuna.samplers.GridSampler:
 
 def start_sweep(spec: SweepSpec, out: str | Path, *, storage: Optional[str] = None, study: Optional[str] = None,
                 liveness: Liveness = Liveness()) -> Sweep:
-    """Create the sweep (or continue the same one): folder, marker, study with the grid."""
+    """Create the sweep (or continue the same one): folder, marker, study with the grid.
+
+    A storage given with ``--storage`` is opened (and the study made) before anything is written to
+    ``out``: a start that fails there (a wrong URL, a server down) leaves no folder or marker that
+    would tie ``out`` to the failed storage, so the corrected command can be run with the same ``--out``."""
     from misalatch.experiments.studies import default_storage
 
     out = Path(out)
@@ -290,32 +322,43 @@ def start_sweep(spec: SweepSpec, out: str | Path, *, storage: Optional[str] = No
     url = storage or default_storage(out)
     name = study or f"sweep-{out.resolve().name}"
     with folder_lock(out):
-        marker = _ensure_sweep_folder(out, name, url)
-        if marker.get("study") != name or marker.get("storage") != redact(url):
+        marker = read_sweep_marker(out)
+        if marker is not None and (marker.get("study") != name or marker.get("storage") != redact(url)):
             raise ConfigError(f"--out {out}: holds the sweep {marker.get('study')!r} in {marker.get('storage')}; "
                               f"continue it with the same --storage/--study, or choose another --out")
-        store = open_storage(url)
-        opt = optuna.create_study(study_name=name, storage=store, sampler=_sampler(spec), load_if_exists=True,
-                                  direction="minimize")
-        existing = opt.user_attrs.get(STUDY_ATTR)
-        if existing is None:
-            opt.set_user_attr(STUDY_ATTR, {**spec.to_dict(), "out": str(out.resolve())})
-        elif {k: v for k, v in existing.items() if k != "out"} != json.loads(json.dumps(spec.to_dict())):
-            raise ConfigError(f"--study {name}: exists with a different grid or settings; choose another --study "
-                              f"(or --out), or run the same command as before")
+        if url == default_storage(out):  # the database lives in the folder: the folder comes first
+            _ensure_sweep_folder(out, name, url)
+            opt = _create_sweep_study(spec, name, url, out)
+        else:
+            opt = _create_sweep_study(spec, name, url, out)
+            _ensure_sweep_folder(out, name, url)
     return Sweep(opt, spec, out, url, liveness)
 
 
+def _create_sweep_study(spec: SweepSpec, name: str, url: str, out: Path) -> optuna.Study:
+    opt = optuna.create_study(study_name=name, storage=open_storage(url), sampler=_sampler(spec), load_if_exists=True,
+                              direction="minimize")
+    existing = opt.user_attrs.get(STUDY_ATTR)
+    if existing is None:
+        opt.set_user_attr(STUDY_ATTR, {**spec.to_dict(), "out": str(out.resolve())})
+    elif not isinstance(existing, dict) or {k: v for k, v in existing.items() if k != "out"} != json.loads(
+            json.dumps(spec.to_dict())):
+        raise ConfigError(f"--study {name}: exists with a different grid or settings; choose another --study "
+                          f"(or --out), or run the same command as before")
+    return opt
+
+
 def join_sweep(storage: str, study: str, *, out: str | Path | None = None, liveness: Liveness = Liveness()) -> Sweep:
-    """Open an existing sweep from its storage alone (``misalatch sweep --join``)."""
+    """Open an existing sweep from its storage alone (``misalatch sweep --join``); everything read from
+    the storage is checked first (it may be a stranger's database)."""
     store = open_storage(storage)
     opt = load_existing_study(study, store, storage)
     doc = opt.user_attrs.get(STUDY_ATTR)
     if doc is None:
         raise ConfigError(f"--study {study}: is not a misalatch sweep (no grid stored with it)")
-    spec = SweepSpec.from_dict(doc)
+    spec = SweepSpec.from_dict(doc, source=f"--study {study}")
     opt = load_existing_study(study, store, storage, sampler=_sampler(spec))
-    folder = Path(out) if out is not None else Path(doc["out"])
+    folder = stored_folder(doc, out, f"--study {study}")
     with folder_lock(folder):
         _ensure_sweep_folder(folder, study, storage)
     return Sweep(opt, spec, folder, storage, liveness)
@@ -329,7 +372,10 @@ def point_of(spec: SweepSpec, trial: FrozenTrial) -> Optional[tuple[str, int]]:
     if not all(name in trial.params for name in spec.grid):
         return None
     params = {k: trial.params[k] for k in spec.variant_grid}
-    return spec.key(params), int(trial.params["seed"])
+    seed = trial.params["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, (int, float)) or not math.isfinite(seed):
+        return None  # a crafted trial: not a point of this grid
+    return spec.key(params), int(seed)
 
 
 @dataclass
@@ -420,15 +466,23 @@ class _SetupCache:
 
 
 def _set_aside(run_dir: Path) -> None:
-    """A run folder left by a failed or killed attempt is kept beside the new one, never deleted."""
-    if not run_dir.exists():
+    """A run folder left by a failed or killed attempt is kept beside the new one, never deleted.
+
+    The storage gave this point to this worker alone (the earlier attempt's trial is finished), so
+    the earlier attempt's folder lock is set aside with it even when it names a process on another
+    machine, which no local check could prove dead."""
+    stale_lock = lock_path(run_dir)
+    if not run_dir.exists() and not stale_lock.exists():
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         return
     k = 1
-    while (aside := run_dir.with_name(f"{run_dir.name}.failed-{k}")).exists():
+    while (aside := run_dir.with_name(f"{run_dir.name}.failed-{k}")).exists() or lock_path(aside).exists():
         k += 1
-    run_dir.rename(aside)
-    log.info("%s: the folder of an earlier attempt is kept as %s", run_dir, aside.name)
+    if run_dir.exists():
+        run_dir.rename(aside)
+        log.info("%s: the folder of an earlier attempt is kept as %s", run_dir, aside.name)
+    if stale_lock.exists():
+        stale_lock.rename(lock_path(aside))
 
 
 def train_run_folder(setup: Any, cfg: TrainConfig, seed: int, run_dir: Path, *,
@@ -441,16 +495,6 @@ def train_run_folder(setup: Any, cfg: TrainConfig, seed: int, run_dir: Path, *,
     with claim_output(run_dir, "train", flag="run folder") as output:
         output.annotate(config=cfg.replace(seed=seed, seeds=None, out=str(run_dir), overwrite=False).to_dict())
         return train_seed(setup, seed, output, on_epoch=on_epoch)
-
-
-def run_folder_alive(out: Path) -> Callable[[FrozenTrial], Optional[bool]]:
-    """For :func:`fail_stale`: a trial whose run folder is locked by a live local process is alive."""
-
-    def alive(trial: FrozenTrial) -> Optional[bool]:
-        run_dir = trial.user_attrs.get("run_dir")
-        return lock_holder_alive(out / run_dir) if isinstance(run_dir, str) else None
-
-    return alive
 
 
 def _objective(sweep: Sweep, cache: _SetupCache):
@@ -474,11 +518,11 @@ def _objective(sweep: Sweep, cache: _SetupCache):
         log.info("sweep %s: %s seed %d (trial %d, attempt %d) -> %s", sweep.name, key, seed, trial.number, attempt,
                  run_dir)
         try:
-            with heartbeat(sweep.study, trial, sweep.liveness):
+            with heartbeat(sweep.study, trial, sweep.liveness) as beat:
                 cfg = spec.config_for(params, seed, run_dir)
                 setup = cache.get(cfg)
                 _set_aside(run_dir)
-                result = train_run_folder(setup, cfg, seed, run_dir)
+                result = train_run_folder(setup, cfg, seed, run_dir, on_epoch=lambda _row: beat.check())
         except Exception as err:  # recorded with the trial, retried by the callback below
             message = f"{type(err).__name__}: {err}"
             trial.set_user_attr("error", message)
@@ -520,7 +564,7 @@ def run_worker(sweep: Sweep, *, resume: bool = True, max_runs: Optional[int] = N
     poll = poll if poll is not None else max(1.0, sweep.liveness.heartbeat_interval / 2)
     started, since = 0, time.time()
     while max_runs is None or started < max_runs:
-        fail_stale(sweep.study, sweep.liveness, alive=run_folder_alive(sweep.out))
+        fail_stale(sweep.study, sweep.liveness)
         state = progress(sweep, since)
         if resume:
             resume = False

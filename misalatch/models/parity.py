@@ -8,7 +8,6 @@ runs the inputs in eval mode and compares everything present in the file.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,7 +133,11 @@ def check_parity(path: str | Path) -> ParityReport:
         raise DataFormatError(f"{path}: no such golden file")
     if not meta_path.is_file():
         raise DataFormatError(f"{path}: the configuration {meta_path.name} must sit beside it")
-    meta = json.loads(meta_path.read_text())
+    from misalatch.io.documents import load_json
+
+    meta = load_json(meta_path, what="golden-vector configuration")
+    if not isinstance(meta, dict):
+        raise DataFormatError(f"{meta_path}: expected a JSON object of configuration values, got {type(meta).__name__}")
     try:
         tensors = load_file(str(path))
     except Exception as err:

@@ -270,13 +270,12 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "TrainConfig":
         """From a YAML file; ``overrides`` (e.g. ``model`` / ``preset`` from the command line) win."""
+        from misalatch.io.documents import load_yaml
+
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: no such config file")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from err
+        values = load_yaml(path, what="config file") or {}
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
         values.pop("resolved", None)  # a resolved config written by a run can be reused as input

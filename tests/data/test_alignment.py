@@ -13,6 +13,7 @@ from misalatch.data.canonical import CanonicalDataset
 from misalatch.data.readers import csd
 from misalatch.data.readers.csd import EPS, build_csd_dataset, collapse_to_words, overlap_matrix, znorm
 from misalatch.data.synthetic.csd import write_csd, write_synthetic_csds
+from misalatch.errors import DataFormatError
 
 INF = float("inf")
 
@@ -215,13 +216,13 @@ def test_nonfinite_values_become_zero_and_are_counted(tmp_path: Path) -> None:
     words = {"vidN": words_entry([("a", 0.0, 1.0), ("b", 1.0, 2.0)])}
     visual = {"vidN": (np.array([[0.0, 1.0], [1.0, 2.0]]), np.array([[np.nan, 1.0], [2.0, 3.0]], np.float32))}
     acoustic = {"vidN": (np.array([[0.0, 0.5], [0.5, 1.0], [1.0, 2.0]]), np.array([[-INF], [1.0], [INF]], np.float32))}
-    labels = {"vidN": (np.array([[0.0, 2.0]]), np.array([[np.nan]], np.float32))}
+    labels = {"vidN": (np.array([[0.0, 2.0]]), np.array([[1.5]], np.float32))}
     ds = build(make(tmp_path, words, visual, acoustic, labels), normalize=False)
     seg = segment(ds, "vidN_1")
     np.testing.assert_array_equal(seg.visual, [[0.0, 1.0], [2.0, 3.0]])
     np.testing.assert_array_equal(seg.acoustic, [[0.0], [0.0]])  # mean(-inf, 1) = -inf -> 0
-    assert seg.label == 0.0
-    assert ds.meta["nonfinite"] == {"visual": 1, "acoustic": 2, "label": 1}
+    assert seg.label == 1.5
+    assert ds.meta["nonfinite"] == {"visual": 1, "acoustic": 2}
     assert all(np.isfinite(s.acoustic).all() for segs in ds.splits.values() for s in segs)
 
 
@@ -302,3 +303,37 @@ def test_reopening_files_does_not_change_the_result(tmp_path: Path, monkeypatch:
         for a, b in zip(again.splits[split], reference.splits[split]):
             np.testing.assert_array_equal(a.acoustic, b.acoustic)
             assert a.words == b.words
+
+
+# ---- no silent misreads (issue 17 §6) ------------------------------------------------------------
+def _one_video(tmp: Path, labels: tuple, visual_iv=np.array([[0.0, 1.0], [1.0, 2.0]])) -> dict[str, Path]:
+    words = {"vidN": words_entry([("a", 0.0, 1.0), ("b", 1.0, 2.0)])}
+    visual = {"vidN": (visual_iv, np.ones((2, 2), np.float32))}
+    acoustic = {"vidN": (np.array([[0.0, 1.0], [1.0, 2.0]]), np.ones((2, 1), np.float32))}
+    return make(tmp, words, visual, acoustic, {"vidN": labels})
+
+
+def test_a_nan_label_is_an_error_naming_the_file_split_and_count(tmp_path: Path) -> None:
+    paths = _one_video(tmp_path, (np.array([[0.0, 1.0], [1.0, 2.0]]), np.array([[np.nan], [np.nan]], np.float32)))
+    with pytest.raises(DataFormatError, match=r"l\.csd: split 'train': 2 label\(s\) are NaN .*'vidN_1'"):
+        build(paths, normalize=False)
+
+
+def test_labels_outside_the_datasets_range_need_allow_label_range(tmp_path: Path) -> None:
+    from misalatch.data.prepare import PrepareSource, read_any
+
+    paths = _one_video(tmp_path, (np.array([[0.0, 2.0]]), np.array([[7.0]], np.float32)))
+    source = dict(format="csd", labels=str(paths["labels"]), words=str(paths["words"]), visual=str(paths["visual"]),
+                  acoustic=str(paths["acoustic"]), folds=str(paths["folds"]), dataset="mosi")
+    with pytest.raises(DataFormatError, match=r"1 label\(s\) outside mosi's range \[-3, 3\].*'vidN_1': 7.*--allow-label-range"):
+        read_any(PrepareSource(**source))
+    ds = read_any(PrepareSource(**source, allow_label_range=True))
+    assert segment(ds, "vidN_1").label == 7.0
+
+
+def test_reversed_intervals_are_an_error_with_row_numbers(tmp_path: Path) -> None:
+    paths = _one_video(tmp_path, (np.array([[0.0, 2.0]]), np.array([[1.0]], np.float32)),
+                       visual_iv=np.array([[0.0, 1.0], [2.0, 1.0]]))
+    with pytest.raises(DataFormatError, match=r"entry 'vidN', dataset 'intervals': 1 row\(s\) end before they start "
+                                              r"\(rows 1; row 1: \[2, 1\]\)"):
+        build(paths, normalize=False)

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import re
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +19,7 @@ from misalatch.data.download import REGISTRY, RemoteFile, download, resolve
 from misalatch.cli.download import main as download_main
 from misalatch.errors import ConfigError, DownloadError
 
-PAYLOAD = bytes(range(256)) * 400  # 102,400 bytes
+PAYLOAD = (b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 400)[:102_400]  # an HDF5 signature, 102,400 bytes
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
 TABLE = {
     "tiny": RemoteFile("data/tiny.csd", SHA, "a test file", len(PAYLOAD)),
@@ -317,3 +318,55 @@ def test_slow_server_hits_the_stall_deadline(server: Server, tmp_path: Path) -> 
 def test_registry_records_size_wherever_sha256_is_known() -> None:
     for name, entry in REGISTRY.items():
         assert (entry.sha256 is None) == (entry.size is None), name
+
+
+# ---- the body is the announced format (no sha256 known) ------------------------------------------
+@pytest.mark.parametrize("body, found", [
+    (b"<!DOCTYPE html><html><body>Please log in</body></html>" + b" " * 2000, "an HTML page"),
+    (b"\x1f\x8b\x08\x00" + bytes(5000), "a gzip stream"),
+    (bytes(range(256)) * 40, "starts with"),
+])
+def test_a_body_that_is_not_the_announced_format_is_refused(body: bytes, found: str, server: Server, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "PAYLOAD", body)
+    with pytest.raises(DownloadError, match=f"expected an HDF5 file.*{found}.*nothing was saved"):
+        download("unverified", tmp_path, base_url=server.url, registry=TABLE, timeout=5)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_server_ignoring_range_without_a_checksum_stores_the_file_not_a_splice(server: Server, tmp_path: Path) -> None:
+    server.mode = "cut-once"
+    with pytest.raises(DownloadError):
+        download("unverified", tmp_path, base_url=server.url, registry=TABLE, timeout=5)
+    server.mode = "norange"  # a 200 with the whole body to the Range request
+    path = download("unverified", tmp_path, base_url=server.url, registry=TABLE, timeout=5)
+    assert path.read_bytes() == PAYLOAD
+
+
+def test_a_tampered_part_is_kept_out_of_the_final_name(server: Server, tmp_path: Path) -> None:
+    server.mode = "cut-once"
+    with pytest.raises(DownloadError):
+        download("unverified", tmp_path, base_url=server.url, registry=TABLE, timeout=5)
+    part = tmp_path / "tiny.csd.part"
+    part.write_bytes(b"<html>" + part.read_bytes()[6:])  # its head replaced; validators still match
+    with pytest.raises(DownloadError, match="an HTML page"):
+        download("unverified", tmp_path, base_url=server.url, registry=TABLE, timeout=5)
+    assert not (tmp_path / "tiny.csd").exists() and not part.exists()
+
+
+def test_an_existing_file_that_is_not_the_format_is_not_taken(tmp_path: Path) -> None:
+    (tmp_path / "tiny.csd").write_bytes(b"<html>login</html>")
+    with pytest.raises(DownloadError, match="already exists but is not the file"):
+        download("unverified", tmp_path, base_url="http://127.0.0.1:9", registry=TABLE)
+    assert (tmp_path / "tiny.csd").read_bytes() == b"<html>login</html>"
+
+
+def test_the_real_mosi_labels_file_matches_its_pinned_checksum() -> None:
+    from misalatch.data.download import content_problem, sha256_of
+
+    real = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mosi" / "CMU_MOSI_Opinion_Labels.csd"
+    if not real.is_file():
+        pytest.skip("the shared MOSI labels file is not here")
+    entry = REGISTRY["CMU_MOSI_Opinion_Labels"]
+    assert sha256_of(real) == entry.sha256 and real.stat().st_size == entry.size
+    assert content_problem(real) is None

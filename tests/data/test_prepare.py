@@ -51,7 +51,7 @@ def test_prepare_each_format(tmp_path, sources, capsys, fmt, extra, name, sizes)
     if fmt == "mmsa":  # the same content as reading the file directly (fingerprints cover every array)
         direct = save_prepared(read_mmsa_pickle(sources["mmsa"]), tmp_path / "direct")
         assert read_prepared_info(direct)["fingerprint"] == read_prepared_info(out)["fingerprint"]
-        assert ds.meta["nonfinite"] == {"acoustic": 1, "visual": 1, "label": 1}
+        assert ds.meta["nonfinite"] == {"acoustic": 1, "visual": 1}
 
 
 def test_prepare_errors_and_overwrite(tmp_path, sources, capsys):

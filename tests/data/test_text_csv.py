@@ -74,6 +74,7 @@ def test_empty_split_value_is_counted_as_no_fold(tmp_path):
         (GOOD + "a_2,x,fine,1,train\n", r"line 5, field 'segment_id': duplicate id 'a_2' \(first seen on line 3\)"),
         (GOOD.replace("okay i guess", ""), r"t\.csv, field 'split': split 'test' has no segments"),
         (GOOD + "a_5,x\n", r"line 5: the row has fewer fields"),
+        (GOOD + "a_5,x,fine, really,1,train\n", r"line 5: the row has 6 fields but the header has 5"),
     ],
 )
 def test_bad_files_name_file_line_and_field(tmp_path, text, pattern):

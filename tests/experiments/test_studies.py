@@ -1,5 +1,6 @@
-"""Liveness of shared studies: a late heartbeat never takes a live run away, and a worker whose trial
-was failed under it does not crash."""
+"""Liveness of shared studies: a trial is taken over when its heartbeat in the storage stops changing
+(whatever pids or clocks say), a live beating worker is never taken over, and a worker whose trial was
+failed under it does not crash."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from misalatch.experiments import studies
 from misalatch.experiments.studies import HEARTBEAT_ATTR, Liveness, fail_stale, open_storage, run_trial
-from misalatch.experiments.sweep import run_folder_alive
 from misalatch.io.atomic import host_id
 from misalatch.io.owned import lock_holder_alive, lock_path
 
@@ -51,18 +52,99 @@ def test_lock_holder_alive_reads_the_lock(tmp_path: Path) -> None:
     assert lock_holder_alive(run) is None  # a pid of another machine means nothing here
 
 
-def test_a_late_heartbeat_of_a_live_local_run_is_left_running(tmp_path: Path) -> None:
+class _Clock:
+    """The observer's monotonic clock, moved by hand."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.now = 1000.0
+        monkeypatch.setattr(studies, "_clock", lambda: self.now)
+
+
+def test_a_trial_is_failed_only_when_its_heartbeat_stood_still_for_the_grace(tmp_path: Path, monkeypatch) -> None:
+    """Staleness is what this observer saw: an unchanged heartbeat for longer than the grace period on
+    its own clock. A heartbeat stamped far in the past (another host's clock) is not judged by its value,
+    and neither a live pid on this machine nor a lock keeps a silent worker's run."""
+    import socket
+
+    clock = _Clock(monkeypatch)
     study = _study(tmp_path)
-    alive = _stale_running_trial(study, "runs/a/seed-1")
-    dead = _stale_running_trial(study, "runs/b/seed-1")
+    silent = _stale_running_trial(study, "runs/a/seed-1")
+    silent.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # a live pid here: not a verdict
     _write_lock(tmp_path / "runs/a/seed-1", os.getpid(), host_id())
-    _write_lock(tmp_path / "runs/b/seed-1", 2**22 + 12345, host_id())
-    fail_stale(study, LIVENESS, alive=run_folder_alive(tmp_path))
+    beating = _stale_running_trial(study, "runs/b/seed-1")
+    assert fail_stale(study, LIVENESS) == []  # first sight: nothing is failed, whatever the stamps say
+    clock.now += 1.5
+    study._storage.set_trial_system_attr(beating._trial_id, HEARTBEAT_ATTR, time.time() - 3600)  # a skewed clock
+    assert fail_stale(study, LIVENESS) == []  # within the grace period
+    clock.now += 1.0  # silent for 2.5 s > grace 2 s; beating changed 1 s ago
+    assert fail_stale(study, LIVENESS) == [silent.number]
     states = {t.number: t.state for t in study.get_trials()}
-    assert states[alive.number] == TrialState.RUNNING
-    assert states[dead.number] == TrialState.FAIL
+    assert states[silent.number] == TrialState.FAIL and states[beating.number] == TrialState.RUNNING
     waiting = study.get_trials(states=(TrialState.WAITING,))
-    assert [t.user_attrs["run_dir"] for t in waiting] == ["runs/b/seed-1"]  # only the dead one is retried
+    assert [t.user_attrs["run_dir"] for t in waiting] == ["runs/a/seed-1"]  # the retry is queued once
+    clock.now += 10
+    assert fail_stale(study, LIVENESS) == [beating.number]  # then it, too, stopped
+
+
+_HUNG_WORKER = """
+import sys, time
+import optuna
+from misalatch.experiments.studies import Liveness, heartbeat, open_storage
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+study = optuna.load_study(study_name="s", storage=open_storage(sys.argv[1]))
+trial = study.ask()
+print(trial.number, flush=True)
+with heartbeat(study, trial, Liveness(heartbeat_interval=1, grace_period=2)) as beat:
+    for _ in range(600):  # an epoch loop
+        time.sleep(0.05)
+        try:
+            beat.check()
+        except Exception as err:
+            print("stopped:", err, flush=True)
+            sys.exit(3)
+"""
+
+
+def test_a_worker_that_hangs_while_alive_is_taken_over_and_stops_when_it_wakes(tmp_path: Path) -> None:
+    """A worker frozen as a whole (SIGSTOP: its pid stays alive) stops beating; another worker fails
+    and retries its trial after the grace period; woken up, the first one sees the trial is no longer
+    its own at its next heartbeat and stops instead of writing on."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = _study(tmp_path)
+    liveness = Liveness(heartbeat_interval=1, grace_period=4, retries=1)  # slack for a loaded machine
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", _HUNG_WORKER, url], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        number = int(proc.stdout.readline())
+        [trial] = study.get_trials()
+        deadline = time.time() + 5  # alive and beating: never taken over
+        while time.time() < deadline:
+            assert fail_stale(study, liveness) == []
+            time.sleep(0.3)
+        beat = study._storage.get_trial(trial._trial_id).system_attrs[HEARTBEAT_ATTR]
+        while study._storage.get_trial(trial._trial_id).system_attrs[HEARTBEAT_ATTR] == beat:
+            time.sleep(0.02)  # stop it just after a beat, not inside its write to the database
+        os.kill(proc.pid, signal.SIGSTOP)
+        deadline, failed = time.time() + 30, []
+        while not failed and time.time() < deadline:
+            failed = fail_stale(study, liveness)
+            time.sleep(0.3)
+        assert failed == [number]
+        assert [t.state for t in study.get_trials() if t.number == number] == [TrialState.FAIL]
+        assert len(study.get_trials(states=(TrialState.WAITING,))) == 1  # the retry
+        os.kill(proc.pid, signal.SIGCONT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 3 and "taken over by another worker" in out
 
 
 def test_a_trial_failed_under_its_worker_is_not_told_twice(tmp_path: Path) -> None:
@@ -90,33 +172,6 @@ def test_run_trial_records_success_failure_and_non_finite(tmp_path: Path) -> Non
     assert [t.value for t in study.get_trials(states=(TrialState.COMPLETE,))] == [0.5]
 
 
-def test_a_live_local_worker_is_never_failed_however_late_its_heartbeat(tmp_path: Path) -> None:
-    import socket
-    import subprocess
-
-    study = _study(tmp_path)
-    live = subprocess.Popen(["sleep", "60"])
-    mine = _stale_running_trial(study, "runs/a/seed-1")  # no lock yet: still preparing its data
-    mine.set_user_attr("worker", f"{socket.gethostname()}:{live.pid}")
-    orphan = _stale_running_trial(study, "runs/d/seed-1")  # this process, but not running it (a Ctrl-C)
-    orphan.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-    gone = _stale_running_trial(study, "runs/b/seed-1")
-    child = subprocess.Popen(["sleep", "0"])
-    child.wait()
-    gone.set_user_attr("worker", f"{socket.gethostname()}:{child.pid}")
-    elsewhere = _stale_running_trial(study, "runs/c/seed-1")
-    elsewhere.set_user_attr("worker", f"another-host:{os.getpid()}")
-    try:
-        fail_stale(study, LIVENESS, alive=run_folder_alive(tmp_path))
-    finally:
-        live.kill()
-        live.wait()
-    states = {t.number: t.state for t in study.get_trials()}
-    assert states[mine.number] == TrialState.RUNNING
-    assert states[gone.number] == TrialState.FAIL and states[elsewhere.number] == TrialState.FAIL
-    assert states[orphan.number] == TrialState.FAIL
-
-
 def test_an_interrupted_trial_is_failed_not_left_running(tmp_path: Path) -> None:
     import pytest
 
@@ -142,16 +197,15 @@ def test_recording_an_outcome_on_a_trial_failed_meanwhile_does_not_crash(tmp_pat
 
 
 def test_a_trial_names_its_worker_before_its_objective_runs(tmp_path: Path, monkeypatch) -> None:
-    """A slow first write of the objective (a busy database) must not let another worker take the
-    trial: it is claimed the moment it is asked, so the live-worker check protects it."""
-    from misalatch.experiments import studies
-
+    """A slow first write of the objective (a busy database) must not let this process fail its own
+    trial; the trial names its worker the moment it is asked."""
     study = _study(tmp_path)
     seen: dict[str, object] = {}
 
     def objective(trial: optuna.Trial) -> float:
-        later = time.time() + 600  # as if the objective's first writes had taken ten minutes
-        monkeypatch.setattr(studies.time, "time", lambda: later)
+        fail_stale(study, LIVENESS)
+        later = studies._clock() + 600  # as if the objective's first writes had taken ten minutes
+        monkeypatch.setattr(studies, "_clock", lambda: later)
         fail_stale(study, LIVENESS)
         monkeypatch.undo()
         frozen = study._storage.get_trial(trial._trial_id)

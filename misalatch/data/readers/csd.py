@@ -15,7 +15,7 @@ Recipe (DATA.md §3.2–§3.5), per labelled video:
    modality has no row for the segment, or lacks the video), ``length_mismatch`` (modalities have
    different rows: some words lacked frames), ``empty`` (no word, a zero-length label interval, or
    only ``sp``);
-4. non-finite visual / acoustic values and labels become 0 (counted in ``meta["nonfinite"]``),
+4. non-finite visual / acoustic values become 0 (counted in ``meta["nonfinite"]``); a NaN label is an error,
    ``sp`` rows are removed from all modalities together, and visual / acoustic are z-normalised per
    segment (ddof 0, + 1e-6) unless ``normalize=False``.
 
@@ -326,6 +326,15 @@ class CsdSequence:
             self.skipped[entry] = f"{features.shape[0]} feature rows but {intervals.shape[0]} intervals"
             return None
         where = f"{self.path}: entry {entry!r}"
+        with np.errstate(invalid="ignore"):
+            reversed_rows = np.flatnonzero(intervals[:, 1].astype(np.float64) < intervals[:, 0].astype(np.float64) - EPS)
+        if reversed_rows.size:  # an end before its start: a corrupt or mis-built file, not a row to guess at
+            shown = ", ".join(str(int(r)) for r in reversed_rows[:5]) + (", ..." if reversed_rows.size > 5 else "")
+            first = int(reversed_rows[0])
+            raise DataFormatError(
+                f"{where}, dataset 'intervals': {reversed_rows.size} row(s) end before they start (rows {shown}; "
+                f"row {first}: [{intervals[first, 0]:g}, {intervals[first, 1]:g}]); expected [start, end] with start <= end"
+            )
         if self.words:
             if features.dtype.kind not in "SUO":
                 raise DataFormatError(
@@ -637,7 +646,7 @@ def _video_segments(
         for role, x in feats.items():
             x = x[keep]
             arrays[role] = (znorm(x) if normalize else x).astype(np.float32)
-        label = float(counts.clean(label_values[k, :1].astype(np.float64), "label")[0])
+        label = float(label_values[k, 0])  # NaN kept: validate() refuses it, naming the file and split
         out.append(Segment(id=segment_id(dataset, vid, k), label=label, words=seg_words,
                            visual=arrays.get("visual"), acoustic=arrays.get("acoustic")))
     return out
@@ -690,7 +699,7 @@ def build_csd_dataset(
             elif not seqs:  # label-only segments, for label checks
                 values = entry.features.reshape(n_l, -1)
                 splits[split].extend(
-                    Segment(id=segment_id(dataset, vid, k), label=float(counts.clean(values[k, :1], "label")[0]))
+                    Segment(id=segment_id(dataset, vid, k), label=float(values[k, 0]))
                     for k in range(n_l)
                 )
             else:

@@ -84,6 +84,9 @@ def read_text_csv(path: str | Path) -> CanonicalDataset:
             where = f"{path}, line {line}"
             if any(row.get(c) is None for c in REQUIRED_COLUMNS):
                 raise DataFormatError(f"{where}: the row has fewer fields than the header ({len(columns)})")
+            if None in row:  # DictReader's restkey: fields beyond the header (an unquoted comma in the text?)
+                raise DataFormatError(f"{where}: the row has {len(columns) + len(row[None])} fields but the header "
+                                      f"has {len(columns)} (quote a text that contains a comma)")
             seg_id = row["segment_id"].strip()
             if not seg_id:
                 raise DataFormatError(f"{where}, field 'segment_id': empty id")

@@ -44,8 +44,8 @@ def write_mmsa_pickle(
 ) -> Path:
     """An MMSA ``aligned_50``/``unaligned_50``-style pickle (right-padded, ``text_bert`` (N, 3, L)).
 
-    With ``plant_quirks``: train sample 0 has −inf in audio, train sample 1 a NaN in vision and
-    train sample 2 a NaN regression label.
+    With ``plant_quirks``: train sample 0 has −inf in audio and train sample 1 a NaN in vision (a NaN
+    label is an error of the reader, not a quirk to plant: see ``CanonicalDataset.validate``).
     """
     rng = np.random.default_rng(seed)
     out: dict[str, dict[str, np.ndarray]] = {}
@@ -71,7 +71,6 @@ def write_mmsa_pickle(
         if plant_quirks and split == "train":
             audio[0, 0, 0] = -np.inf
             vision[1, 0, 1] = np.nan
-            labels[2] = np.nan
         d = {
             "raw_text": np.array(raw_text),
             "text": rng.standard_normal((n, max_len, d_bert)).astype(np.float32),
