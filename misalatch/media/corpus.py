@@ -887,6 +887,8 @@ def extract_corpus(media: str | os.PathLike[str], out: str | os.PathLike[str], *
         assert transcripts is not None
         table = read_transcripts(transcripts, media, task=options.task, need_labels=True)
     timings = read_word_timings(word_timings) if word_timings is not None else None
+    for failure in table.failures:
+        log.warning("%s", failure.message())
     if not table.rows and not table.failures:
         raise DataFormatError(f"{transcripts}: no rows")
     splits = None
