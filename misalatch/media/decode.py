@@ -157,6 +157,8 @@ def probe_media(path: str | os.PathLike[str]) -> MediaInfo:
     with open_container(name) as container:
         try:
             return _probe(name, container)
+        except MediaError:
+            raise
         except _av_errors() as exc:
             raise _fail(name, f"cannot read the container ({_reason(exc)})") from None
 
@@ -267,6 +269,8 @@ def iter_audio(info: MediaInfo, *, sample_rate: int, start: float, end: float,
                     if block.size:
                         produced += block.size
                         yield block
+        except MediaError:
+            raise
         except _av_errors() as exc:
             raise _fail(info.path, f"cannot decode the audio ({_reason(exc)})") from None
     missing = total - produced
@@ -364,14 +368,17 @@ def iter_pictures(info: MediaInfo, *, rate: float, start: float, end: float, max
                 prev = (t, frame)
                 if k >= n_rows:
                     break
-            # the last frame shows until its own duration (plus the tolerance) has passed
+            # the last frame shows for its own duration, and through a gap up to the tolerance (a
+            # container a few milliseconds longer than its video: audio priming, rounding)
             if prev is not None and k < n_rows:
                 first = k
-                until = prev[0] + native_dt + 1e-6
+                until = prev[0] + native_dt + TOLERANCE_S
                 while k < n_rows and start + k / rate < until:
                     k += 1
                 if k > first:
                     yield Picture(range(first, k), _image(prev[1], aspect, max_side))
+        except MediaError:
+            raise
         except _av_errors() as exc:
             raise _fail(info.path, f"cannot decode the video ({_reason(exc)})") from None
     if k < n_rows:
