@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import csv
-import dataclasses
 import hashlib
 import io
 import json

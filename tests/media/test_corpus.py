@@ -8,6 +8,10 @@ import csv
 import hashlib
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +31,7 @@ from misalatch.media.corpus import (
 )
 
 CALLS_ENV = "MISALATCH_FAKE_CALLS"
+SLEEP_ENV = "MISALATCH_FAKE_SLEEP"
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,8 @@ class FakeClip:
 def fake_extract(path, recipe, *, start=None, end=None, modalities=("acoustic", "visual")):
     """Features from the file's bytes: 10 acoustic rows/s of 3 dims, 5 visual rows/s of 2 dims."""
     raw = Path(path).read_bytes()
+    if SLEEP_ENV in os.environ:
+        time.sleep(float(os.environ[SLEEP_ENV]))
     if CALLS_ENV in os.environ:
         with open(os.environ[CALLS_ENV], "a") as fh:
             fh.write(f"{Path(path).name}|{start}|{end}\n")
@@ -184,6 +191,41 @@ def test_killed_run_leaves_no_half_clip_and_resumes(corpus, tmp_path: Path, monk
     result = run(media, out, t)
     assert result.written and result.stats.cached == 3 and result.stats.extracted == 4
     assert len(calls.read_text().splitlines()) == before + 4  # the 4th clip's call never finished
+
+
+_KILLED_CHILD = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from test_corpus import FakeRecipe, fake_extract
+from misalatch.media.corpus import ExtractOptions, extract_corpus
+extract_corpus(Path(sys.argv[2]), Path(sys.argv[3]), transcripts=Path(sys.argv[4]), recipe=FakeRecipe(),
+               options=ExtractOptions(workers=1, progress=False, name="corpus"), extractor=fake_extract)
+"""
+
+
+def test_sigkill_mid_run_keeps_whole_clips_only(corpus, tmp_path: Path, monkeypatch) -> None:
+    """kill -9 while a clip is being extracted: finished clips stay cached, no partial file is ever read,
+    and the next run extracts only what is missing and writes the same dataset as an unbroken run."""
+    media, t = corpus
+    out, calls = tmp_path / "out", tmp_path / "calls.txt"
+    env = {**os.environ, CALLS_ENV: str(calls), SLEEP_ENV: "0.3", "PYTHONPATH": os.pathsep.join(sys.path)}
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_CHILD, str(Path(__file__).parent), str(media), str(out),
+                              str(t)], env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list((out / "cache").glob("*.npz"))) < 2:
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    done = len(list((out / "cache").glob("*.npz")))
+    assert 2 <= done < 7 and not (out / "meta.json").exists()
+    monkeypatch.setenv(CALLS_ENV, str(calls))
+    before = len(calls.read_text().splitlines())
+    result = run(media, out, t)
+    assert result.written and result.stats.cached == done and result.stats.extracted == 7 - done
+    assert len(calls.read_text().splitlines()) == before + 7 - done
+    assert not [p for p in (out / "cache").iterdir() if not p.name.endswith(".npz") or p.name.startswith(".")]
+    assert result.fingerprint == run(media, tmp_path / "fresh", t).fingerprint
 
 
 def test_bad_rows_fail_alone_with_one_line_each(tmp_path: Path, caplog) -> None:
