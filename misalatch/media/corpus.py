@@ -456,6 +456,7 @@ class _Outcome:
     failure: str | None = None
     cached: bool = False
     seconds: float = 0.0  # media seconds extracted now (not from the cache)
+    warnings: tuple[str, ...] = ()  # the extractor's notes (no face in some rows, ...), logged by the parent
 
 
 def cache_key(content_sha256: str, fingerprint: str, start: float | None, end: float | None,
@@ -493,14 +494,12 @@ def _run_job(job: _Job) -> list[_Outcome]:
                         log.warning("%s: damaged cache entry (%s); extracting again", target, err)
             clip = extractor(job.path, job.recipe, start=start, end=end, modalities=job.modalities)
             feats = SegmentFeatures.of(clip)
-            for warning in feats.warnings:
-                log.warning("%s: %s", job.path, warning)
             seconds = feats.end - feats.start
             if key is not None:
                 atomic_write_bytes(Path(job.cache_dir) / f"{key}.npz", feats.to_bytes())  # type: ignore[arg-type]
-                outcomes.append(_Outcome(index, key=key, seconds=seconds))
+                outcomes.append(_Outcome(index, key=key, seconds=seconds, warnings=feats.warnings))
             else:
-                outcomes.append(_Outcome(index, features=feats, seconds=seconds))
+                outcomes.append(_Outcome(index, features=feats, seconds=seconds, warnings=feats.warnings))
         except MisalatchError as err:
             outcomes.append(_Outcome(index, failure=_strip_path(str(err), job.path)))
         except OSError as err:
@@ -578,6 +577,8 @@ def extract_rows(rows: Sequence[ClipRow], recipe: Any, *, modalities: Sequence[s
             elif out.cached:
                 stats.cached += 1
             else:
+                for warning in out.warnings:
+                    log.warning("%s (segment %r): %s", clip_of[out.index].clip, clip_of[out.index].segment_id, warning)
                 stats.extracted += 1
                 stats.media_seconds += out.seconds
         stats.wall_seconds = time.perf_counter() - began
@@ -643,7 +644,7 @@ def _run_pool(jobs: list[_Job], n_workers: int, take: Callable[[list[_Outcome]],
 
 
 def _worker_init() -> None:
-    """Worker processes log warnings like the parent (the failure lines come from the parent)."""
+    """Workers stay quiet: failures and the extractor's warnings are logged by the parent, one line each."""
     logging.getLogger("misalatch").setLevel(logging.ERROR)
 
 

@@ -368,6 +368,7 @@ def test_word_timings_align_features_to_words(corpus, tmp_path: Path) -> None:
     np.testing.assert_allclose(seg.visual[1], raw.visual[1:5].mean(0), rtol=1e-6)  # 0.3-0.9 s overlaps frames 1-4
 
 
+@pytest.mark.slow
 def test_workers_processes_and_parse_shard(corpus, tmp_path: Path) -> None:
     media, t = corpus
     one = run(media, tmp_path / "one", t)
