@@ -91,3 +91,60 @@ def test_descriptor_of_a_degenerate_face_is_absent() -> None:
     face = np.full((468, 3), 0.5)
     out = face_descriptor(face, 100, 100)
     assert out.shape == (len(VISUAL_NAMES),) and not out.any()
+
+
+@pytest.fixture(scope="module")
+def real_frames() -> list[np.ndarray]:
+    """The real clip's first 20 frames at 240x180 (RGB), to build clips with a known face."""
+    import av
+
+    with av.open(str(REAL_CLIP)) as container:
+        frames = []
+        for frame in container.decode(video=0):
+            frames.append(frame.to_ndarray(format="rgb24", width=240, height=180))
+            if len(frames) == 20:
+                return frames
+    raise AssertionError("the real clip has fewer than 20 frames")
+
+
+def test_no_face_gives_zeros_flag_0_and_a_warning(clips: dict[str, Path]) -> None:
+    features = extract_clip(clips["mp4_h264_aac"])
+    assert features.visual is not None and features.face_present is not None
+    assert features.visual.shape == (15, len(VISUAL_NAMES))
+    assert not features.visual.any() and not features.face_present.any()
+    assert features.warnings == ("no face in any of the 15 rows: the visual features are all zero",)
+
+
+def test_a_phone_clip_stored_sideways_is_described_upright(make_clip, real_frames) -> None:
+    # stored turned 90 degrees anticlockwise, with the display matrix that turns it back
+    path = make_clip("phone.mp4", frames=lambda i: np.ascontiguousarray(np.rot90(real_frames[i])), width=180,
+                     height=240, fps=10, seconds=2.0, rotation=-90, audio_codec=None)
+    features = extract_clip(path, default_recipe(visual_rate=10.0), modalities=("visual",))
+    assert features.face_present is not None and features.face_present.all()
+    roll = features.visual[:, VISUAL_NAMES.index("head_roll")]
+    assert np.abs(roll).max() < 0.5  # upright: were the rotation ignored, the roll would be near +-pi/2
+
+
+def test_a_face_that_leaves_is_flagged_row_by_row(make_clip, real_frames) -> None:
+    blank = np.full((180, 240, 3), 40, np.uint8)
+    path = make_clip("leaves.mp4", frames=lambda i: real_frames[i] if i < 10 else blank, width=240, height=180,
+                     fps=10, seconds=2.0, audio_codec=None)
+    features = extract_clip(path, default_recipe(visual_rate=10.0), modalities=("visual",))
+    assert features.face_present is not None and features.visual is not None
+    assert features.face_present.tolist() == [True] * 10 + [False] * 10
+    assert not features.visual[10:].any() and features.visual[:10, -1].all()
+    assert features.warnings == ("no face in 10 of 20 rows (zeros, face_present 0)",)
+
+
+def test_two_faces_use_the_largest_and_warn(make_clip, real_frames) -> None:
+    def two(i: int) -> np.ndarray:
+        canvas = np.full((180, 480, 3), 40, np.uint8)
+        canvas[:, :240] = real_frames[i]
+        canvas[:, 240:] = real_frames[i][:, ::-1]  # the mirror image: a second face of the same size
+        canvas[:, 240:] = (canvas[:, 240:] * 0.6 + 40).astype(np.uint8)
+        return canvas
+
+    path = make_clip("two.mp4", frames=two, width=480, height=180, fps=10, seconds=1.0, audio_codec=None)
+    features = extract_clip(path, default_recipe(visual_rate=10.0), modalities=("visual",))
+    assert features.face_present is not None and features.face_present.all()
+    assert any(w.startswith("2 faces in ") and w.endswith("the largest is used") for w in features.warnings)
