@@ -166,7 +166,7 @@ def predict_latency(folder: Path) -> float:
     for i in range(6):
         rows.append(["interview.mp4", f"words {i}", (i - 2.5) / 1.5, f"s{i}", i * 1.2, (i + 1) * 1.2, splits[i]])
     media = folder / "media"
-    media.mkdir()
+    media.mkdir(parents=True)
     (media / "interview.mp4").write_bytes(CLIP.read_bytes())
     with open(folder / "t.csv", "w", newline="") as fh:
         csv.writer(fh).writerows(rows)
@@ -185,6 +185,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--copies", type=int, default=8, help="clips in the corpus (7.5 s each)")
     parser.add_argument("--skip-long", action="store_true", help="skip the 10-minute RSS run")
+    parser.add_argument("--predict-only", action="store_true", help="only the predict --media latency")
     args = parser.parse_args()
     if not CLIP.is_file():
         print(f"needs the real clip {CLIP}", file=sys.stderr)
@@ -192,6 +193,10 @@ def main() -> int:
     print(f"machine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory(prefix="misalatch-bench-") as tmp:
         folder = Path(tmp)
+        if args.predict_only:
+            print(f"predict --media on a 10-s clip (fresh process, model load included): "
+                  f"{predict_latency(folder / 'predict'):.2f} s")
+            return 0
         rows = corpus_rows(folder, args.copies)
         print(f"\ncorpus: {args.copies} clips x 7.5 s = {7.5 * args.copies:g} s (x real time, worker start included)")
         for name, mods in (("audio", ("acoustic",)), ("video", ("visual",)), ("both", ("acoustic", "visual"))):
