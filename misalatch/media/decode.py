@@ -38,6 +38,8 @@ from ._deps import require
 TOLERANCE_S = 0.25
 #: Largest picture accepted (pixels on a side), against crafted headers that would need gigabytes.
 MAX_PICTURE_SIDE = 16384
+#: A jump in audio timestamps longer than this is a gap, filled with silence.
+GAP_S = 0.02
 #: Seconds decoded before a segment's start after seeking (the decoder needs a run-up).
 SEEK_RUN_UP_S = 1.0
 
@@ -221,7 +223,8 @@ def iter_audio(info: MediaInfo, *, sample_rate: int, start: float, end: float,
     """Mono float32 blocks of the segment ``[start, end)`` at ``sample_rate``: exactly
     ``round((end - start) * sample_rate)`` samples in all.
 
-    The first decoded frame's time places the audio (silence before a stream that starts late); the
+    Frame timestamps place the audio: silence before a stream that starts late, and silence in a gap
+    between packets (a recorder that dropped audio), so the audio stays in step with the pictures. The
     blocks are FFmpeg's down-mix and resampling of every channel. A stream that ends before the segment
     does is padded with silence (a warning when the gap exceeds :data:`TOLERANCE_S`), unless the
     container declares more audio than was decoded: then the file is truncated (MediaError).
@@ -230,7 +233,27 @@ def iter_audio(info: MediaInfo, *, sample_rate: int, start: float, end: float,
     if info.audio is None:
         raise _fail(info.path, "no audio stream (the acoustic features need one)")
     total = int(round((end - start) * sample_rate))
-    produced = 0
+    gap_samples = int(GAP_S * sample_rate)
+    produced = 0  # samples yielded so far (segment-relative index of the next one)
+    pos: int | None = None  # segment-relative index of the resampler's next output sample
+    filled = 0  # silence inserted for gaps and a late start
+    decoded_end = None
+
+    def place(block: np.ndarray) -> Iterator[np.ndarray]:
+        """Yield the part of ``block`` (starting at ``pos``) inside the segment, silence before it."""
+        nonlocal produced, pos, filled
+        assert pos is not None
+        if pos > produced and produced < total:
+            gap = min(pos, total) - produced
+            filled += gap
+            produced += gap
+            yield np.zeros(gap, np.float32)
+        part = block[max(0, produced - pos):][: max(0, total - produced)]
+        pos += block.size
+        if part.size:
+            produced += part.size
+            yield part
+
     with open_container(info.path) as container:
         stream = container.streams.best("audio")
         origin = _origin(container)
@@ -239,40 +262,34 @@ def iter_audio(info: MediaInfo, *, sample_rate: int, start: float, end: float,
                 container.seek(int((start - SEEK_RUN_UP_S + origin) / stream.time_base), stream=stream,
                                backward=True)
             resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-            skip: int | None = None  # samples to drop (>0) or silence to insert (<0) before the first frame
-            decoded_end = None
             for frame in _decode(container, stream):
-                if skip is None:
-                    t0 = frame.time - origin if frame.time is not None else info.audio.start
-                    skip = int(round((start - t0) * sample_rate))
-                    if skip < 0:
-                        gap = min(-skip, total)
-                        if gap > TOLERANCE_S * sample_rate:
-                            warnings.append(f"audio starts {gap / sample_rate:.2f} s into the segment: "
-                                            "silence before it")
-                        yield np.zeros(gap, np.float32)
-                        produced, skip = gap, 0
-                if frame.time is not None:
-                    decoded_end = frame.time - origin + frame.samples / frame.sample_rate
+                t = frame.time - origin if frame.time is not None else None
+                if pos is None:
+                    pos = int(round(((t if t is not None else info.audio.start) - start) * sample_rate))
+                elif t is not None and decoded_end is not None and t - decoded_end > GAP_S:
+                    # a gap in the timestamps: flush what the resampler holds, then continue at t
+                    for out in resampler.resample(None):
+                        yield from place(_samples(out))
+                    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+                    pos = max(pos, int(round((t - start) * sample_rate)))
+                if t is not None:
+                    decoded_end = max(decoded_end or 0.0, t + frame.samples / frame.sample_rate)
                 for out in resampler.resample(frame):
-                    block, skip = _take(out, skip)
-                    block = block[: total - produced]
-                    if block.size:
-                        produced += block.size
-                        yield block
+                    yield from place(_samples(out))
                 if produced >= total:
                     break
             else:
-                for out in resampler.resample(None):
-                    block, skip = _take(out, skip or 0)
-                    block = block[: total - produced]
-                    if block.size:
-                        produced += block.size
-                        yield block
+                if pos is not None:
+                    for out in resampler.resample(None):
+                        yield from place(_samples(out))
         except MediaError:
             raise
         except _av_errors() as exc:
-            raise _fail(info.path, f"cannot decode the audio ({_reason(exc)})") from None
+            got = start + produced / sample_rate
+            raise _fail(info.path, f"cannot decode the audio after {got:.2f} s ({_reason(exc)})") from None
+    if filled > TOLERANCE_S * sample_rate:
+        warnings.append(f"{filled / sample_rate:.2f} s of the audio segment are silence filled in for gaps or "
+                        "a late start")
     missing = total - produced
     if missing > 0:
         got = start + produced / sample_rate
@@ -285,12 +302,8 @@ def iter_audio(info: MediaInfo, *, sample_rate: int, start: float, end: float,
         yield np.zeros(missing, np.float32)
 
 
-def _take(frame: Any, skip: int) -> tuple[np.ndarray, int]:
-    block = np.asarray(frame.to_ndarray(), dtype=np.float32).reshape(-1)
-    if skip > 0:
-        dropped = min(skip, block.size)
-        return block[dropped:], skip - dropped
-    return block, skip
+def _samples(frame: Any) -> np.ndarray:
+    return np.asarray(frame.to_ndarray(), dtype=np.float32).reshape(-1)
 
 
 def _decode(container: Any, stream: Any) -> Iterator[Any]:

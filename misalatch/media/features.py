@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 from collections.abc import Sequence
@@ -66,24 +67,43 @@ def extract_clip(path: str | os.PathLike[str], recipe: Recipe | None = None, *, 
     seg_start, seg_end = check_segment(info, start, end)
     notes: list[str] = []
 
-    acoustic = None
-    if "acoustic" in wanted:
-        blocks = iter_audio(info, sample_rate=recipe.sample_rate, start=seg_start, end=seg_end, warnings=notes)
+    def compute_acoustic() -> tuple[np.ndarray, list[str]]:
+        heard: list[str] = []
+        blocks = iter_audio(info, sample_rate=recipe.sample_rate, start=seg_start, end=seg_end, warnings=heard)
         result = acoustic_features(blocks, sample_rate=recipe.sample_rate, extractor=recipe.acoustic,
                                    chunk_s=recipe.acoustic_chunk_s, context_s=recipe.acoustic_context_s)
-        acoustic = result.features
         if result.replaced:
-            notes.append(f"{result.replaced} acoustic values were not finite and were set to 0")
+            heard.append(f"{result.replaced} acoustic values were not finite and were set to 0")
+        return result.features, heard
 
-    visual = present = None
+    acoustic = visual = present = None
+    pending = None
+    if "acoustic" in wanted and "visual" in wanted:
+        # the audio runs in a second thread while the face mesh works on the pictures: FFmpeg and
+        # NumPy's FFTs release the GIL, so the two overlap on a second core
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="misalatch-audio")
+        pending = pool.submit(compute_acoustic)
+        pool.shutdown(wait=False)
+    elif "acoustic" in wanted:
+        acoustic, heard = compute_acoustic()
+        notes += heard
+
     if "visual" in wanted:
-        n_rows = grid_size(seg_start, seg_end, recipe.visual_rate)
-        pictures = iter_pictures(info, rate=recipe.visual_rate, start=seg_start, end=seg_end,
-                                 max_side=recipe.max_side, warnings=notes)
-        vis = visual_features(pictures, n_rows, min_detection_confidence=recipe.min_detection_confidence,
-                              min_tracking_confidence=recipe.min_tracking_confidence)
+        seen: list[str] = []
+        try:
+            n_rows = grid_size(seg_start, seg_end, recipe.visual_rate)
+            pictures = iter_pictures(info, rate=recipe.visual_rate, start=seg_start, end=seg_end,
+                                     max_side=recipe.max_side, warnings=seen)
+            vis = visual_features(pictures, n_rows, min_detection_confidence=recipe.min_detection_confidence,
+                                  min_tracking_confidence=recipe.min_tracking_confidence)
+        finally:
+            if pending is not None:  # wait for the audio whatever happened (no thread left running)
+                concurrent.futures.wait([pending])
+        if pending is not None:
+            acoustic, heard = pending.result()  # its MediaError, if any, is raised here
+            notes += heard
         visual, present = vis.features, vis.face_present
-        notes += vis.warnings
+        notes += seen + vis.warnings
 
     for note in notes:
         log.info("%s: %s", name, note)
