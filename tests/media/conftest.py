@@ -36,6 +36,10 @@ class ClipSpec:
     rotation: int = 0
     pix_fmt: str = "yuv420p"
     audio_format: str | None = None
+    audio_delay: float = 0.0
+    """Seconds of timestamps before the first audio sample (a stream that starts late)."""
+    audio_gap: tuple[float, float] | None = None
+    """(at, length) seconds: audio timestamps jump by ``length`` at ``at`` (a recorder dropped audio)."""
 
 
 def pattern(i: int, width: int, height: int) -> np.ndarray:
@@ -84,7 +88,10 @@ def write_clip(path: Path, spec: ClipSpec, frames: Callable[[int], np.ndarray] |
                     else chunk[None, :]
                 frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format="flt", layout=layout)
                 frame.sample_rate = spec.sample_rate
-                frame.pts = s0
+                shift = spec.audio_delay
+                if spec.audio_gap is not None and s0 / spec.sample_rate >= spec.audio_gap[0]:
+                    shift += spec.audio_gap[1]
+                frame.pts = s0 + int(round(shift * spec.sample_rate))
                 frame.time_base = Fraction(1, spec.sample_rate)
                 for converted in resampler.resample(frame):
                     for packet in astream.encode(converted):

@@ -153,3 +153,25 @@ def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(MediaError, match="not a regular file"):
         extract_clip(fifo)
+
+
+def test_audio_that_starts_late_or_has_a_gap_stays_in_step(make_clip) -> None:
+    late = make_clip("late.mkv", container="mkv", audio_codec="pcm_s16le", sample_rate=16000, channels=1,
+                     seconds=1.0, fps=10, audio_delay=0.5)
+    info = probe_media(late)
+    assert info.audio is not None and info.audio.start == pytest.approx(0.5, abs=0.01)
+    notes: list[str] = []
+    audio = np.concatenate(list(iter_audio(info, sample_rate=16000, start=0.0, end=info.duration,
+                                           warnings=notes)))
+    assert audio.shape == (round(info.duration * 16000),)
+    onset = int(np.flatnonzero(np.abs(audio) > 1e-3)[0])
+    assert onset == pytest.approx(8000, abs=80)  # the tone starts at 0.5 s, where its timestamps say
+    assert any("silence" in n for n in notes)
+
+    gap = make_clip("gap.mkv", container="mkv", audio_codec="pcm_s16le", sample_rate=16000, channels=1,
+                    seconds=1.0, fps=10, audio_gap=(0.4, 0.3), video_codec=None)
+    audio = np.concatenate(list(iter_audio(probe_media(gap), sample_rate=16000, start=0.0, end=1.3,
+                                           warnings=[])))
+    # the writer's blocks are 1024 samples: the block after 0.384 s ends at 0.448 s, the next is stamped 0.748 s
+    assert np.abs(audio[7300:11900]).max() < 1e-3  # the gap is silence
+    assert np.abs(audio[12100:12800]).max() > 0.05  # and the tone resumes where its timestamps say
