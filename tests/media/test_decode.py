@@ -175,3 +175,26 @@ def test_audio_that_starts_late_or_has_a_gap_stays_in_step(make_clip) -> None:
     # the writer's blocks are 1024 samples: the block after 0.384 s ends at 0.448 s, the next is stamped 0.748 s
     assert np.abs(audio[7300:11900]).max() < 1e-3  # the gap is silence
     assert np.abs(audio[12100:12800]).max() > 0.05  # and the tone resumes where its timestamps say
+
+
+def test_damaged_bytes_give_features_or_one_media_error(clips: dict[str, Path], tmp_path: Path) -> None:
+    """Bytes flipped anywhere in a clip: extraction either succeeds or raises MediaError naming the file,
+    never another exception (and never hangs: the file is finite and only regular files are read)."""
+    original = clips["mp4_h264_aac"].read_bytes()
+    rng = np.random.default_rng(7)
+    outcomes = set()
+    for i in range(8):
+        data = bytearray(original)
+        for pos in rng.integers(0, len(data), size=12):
+            data[pos] = int(rng.integers(0, 256))
+        path = _broken(tmp_path, f"damaged{i}.mp4", bytes(data))
+        try:
+            features = extract_clip(path)
+        except MediaError as exc:
+            assert str(exc).startswith(f"{path}: ")
+            outcomes.add("error")
+        else:
+            assert features.acoustic is not None and np.isfinite(features.acoustic).all()
+            assert features.visual is not None and np.isfinite(features.visual).all()
+            outcomes.add("features")
+    assert outcomes <= {"error", "features"} and len(outcomes) >= 1

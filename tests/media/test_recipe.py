@@ -94,3 +94,21 @@ def test_importing_misalatch_media_loads_no_media_library() -> None:
             "print(sorted(m for m in ('av', 'mediapipe', 'cv2', 'afx_audio') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_missing_media_extra_is_one_error_with_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    from misalatch.errors import MissingDependencyError
+    from misalatch.media import _deps
+
+    real = importlib.import_module
+
+    def fake(name: str, *args: object) -> object:
+        if name.split(".")[0] == "av":
+            raise ImportError("No module named 'av'")
+        return real(name, *args)
+
+    monkeypatch.setattr(_deps.importlib, "import_module", fake)
+    with pytest.raises(MissingDependencyError, match=r"needs av .*misalatch\[media\].*--no-deps mediapipe==0\.10\.14"):
+        _deps.require("av")
