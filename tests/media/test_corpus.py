@@ -385,3 +385,20 @@ def test_transcripts_resolve_relative_to_media(corpus) -> None:
     table = read_transcripts(t, media)
     assert [r.segment_id for r in table.rows][:2] == ["c0", "c1"] and table.rows[5].path.endswith("sub/c5.mp4")
     assert table.labelled and not table.has_split and not table.failures
+
+
+def test_classification_labels_are_class_indices(tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    splits = ["train", "train", "train", "valid", "test", "test"]
+    rows = []
+    for i in range(6):
+        (media / f"k{i}.mp4").write_bytes(f"duration={2 + i}".encode())
+        rows.append([f"k{i}.mp4", f"text {i}", str(i % 3), splits[i], ""])
+    rows.append(["k0.mp4", "half a class", "1.5", "train", "half"])
+    t = write_csv(tmp_path / "t.csv", ["clip", "text", "label", "split", "segment_id"], rows)
+    result = run(media, tmp_path / "out", t, options={"task": "classification"})
+    assert [(f.segment_id, "class index" in f.reason) for f in result.failures] == [("half", True)]
+    ds = load_prepared(tmp_path / "out")
+    assert ds.task == "classification" and ds.num_classes == 3
+    assert sorted(int(s.label) for segs in ds.splits.values() for s in segs) == [0, 0, 1, 1, 2, 2]
