@@ -188,12 +188,14 @@ def _probe(name: str, container: Any) -> MediaInfo:
                               f"1 to {MAX_PICTURE_SIDE} pixels on a side)")
     if audio is None and video is None:
         raise _fail(name, "no audio or video stream")
-    ends = [s.start + s.duration for s in (audio, video) if s is not None and s.duration is not None]
-    if container.duration is not None and container.duration > 0:
-        duration = container.duration / 1_000_000
-        duration = max([duration, *ends])
-    elif ends:
+    streams = [s for s in (audio, video) if s is not None]
+    ends = [s.start + s.duration for s in streams if s.duration is not None]
+    if len(ends) == len(streams):
+        # every stream says how long it is: the clip ends with the longest (a container header that
+        # claims hours more than its streams hold would otherwise be padded with hours of silence)
         duration = max(ends)
+    elif container.duration is not None and container.duration > 0:
+        duration = max([container.duration / 1_000_000, *ends])
     else:
         duration = _scan_end(container, origin)
     if not duration > 0 or not math.isfinite(duration):
@@ -247,7 +249,8 @@ def iter_audio(info: MediaInfo, *, sample_rate: int, start: float, end: float,
             gap = min(pos, total) - produced
             filled += gap
             produced += gap
-            yield np.zeros(gap, np.float32)
+            for begin in range(0, gap, sample_rate):  # in 1-s blocks: memory stays flat
+                yield np.zeros(min(sample_rate, gap - begin), np.float32)
         part = block[max(0, produced - pos):][: max(0, total - produced)]
         pos += block.size
         if part.size:
@@ -299,7 +302,8 @@ def iter_audio(info: MediaInfo, *, sample_rate: int, start: float, end: float,
                                    f"{declared:.2f} s")
         if missing > TOLERANCE_S * sample_rate:
             warnings.append(f"the audio ends {missing / sample_rate:.2f} s before the segment: padded with silence")
-        yield np.zeros(missing, np.float32)
+        for begin in range(0, missing, sample_rate):  # in 1-s blocks: memory stays flat
+            yield np.zeros(min(sample_rate, missing - begin), np.float32)
 
 
 def _samples(frame: Any) -> np.ndarray:
