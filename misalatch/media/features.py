@@ -54,6 +54,7 @@ def extract_clip(path: str | os.PathLike[str], recipe: Recipe | None = None, *, 
     modalities need, or when the segment lies outside it.
     """
     recipe = recipe or default_recipe()
+    recipe.validate()  # a hand-built Recipe() has no feature names: the dims would not be the recipe's
     wanted = tuple(modalities)
     unknown = [m for m in wanted if m not in MODALITIES]
     if unknown or not wanted:

@@ -112,3 +112,10 @@ def test_a_missing_media_extra_is_one_error_with_the_install_command(monkeypatch
     monkeypatch.setattr(_deps.importlib, "import_module", fake)
     with pytest.raises(MissingDependencyError, match=r"needs av .*misalatch\[media\].*--no-deps mediapipe==0\.10\.14"):
         _deps.require("av")
+
+
+def test_extract_clip_refuses_a_hand_built_recipe_without_names(clips) -> None:
+    from misalatch.media import extract_clip
+
+    with pytest.raises(DataFormatError, match="acoustic_names"):
+        extract_clip(clips["audio_only"], Recipe(), modalities=("acoustic",))
