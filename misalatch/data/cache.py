@@ -22,6 +22,7 @@ never unpickles anything, so a prepared folder from elsewhere is safe to open.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
@@ -299,15 +300,10 @@ def check_out_dir(out_dir: str | os.PathLike[str], *, overwrite: bool = False) -
     check_target(out_dir, "prepare", overwrite=overwrite)
 
 
-def save_prepared(dataset: CanonicalDataset, out_dir: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-    """Write ``dataset`` as a prepared folder at ``out_dir`` and return its path.
-
-    An existing non-empty ``out_dir`` is refused unless ``overwrite`` is True, and even then only
-    when it is itself a prepared dataset: a folder of the user's own files is never deleted.
-    """
-    out = Path(out_dir)
-    check_out_dir(out, overwrite=overwrite)
-    # Everything is built in memory first, so a bad dataset fails before anything touches the disk.
+def prepared_files(dataset: CanonicalDataset) -> dict[str, bytes]:
+    """The files of a prepared folder for ``dataset`` (name -> bytes), built in memory: a bad dataset
+    fails before anything touches the disk. :func:`save_prepared` writes them into a claimed folder;
+    ``misalatch extract`` commits them as one unit beside its per-clip cache."""
     dataset_fields = {
         "name": dataset.name,
         "task": dataset.task,
@@ -351,18 +347,34 @@ def save_prepared(dataset: CanonicalDataset, out_dir: str | os.PathLike[str], *,
         "meta": meta,
         "fingerprint": fingerprint,
     }
+    files: dict[str, bytes] = {}
+    for split in SPLITS:
+        buffer = io.BytesIO()
+        np.savez(buffer, allow_pickle=False, **split_arrays[split])
+        files[f"{split}.npz"] = buffer.getvalue()
+    if vocab is not None:
+        files[VOCAB_FILE] = json.dumps(vocab, ensure_ascii=False).encode("utf-8")
+    if embedding is not None:
+        from safetensors.numpy import save
 
+        files[EMBEDDING_FILE] = save({"embedding": embedding})
+    files[META_FILE] = (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")  # last: the manifest
+    return files
+
+
+def save_prepared(dataset: CanonicalDataset, out_dir: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Write ``dataset`` as a prepared folder at ``out_dir`` and return its path.
+
+    An existing non-empty ``out_dir`` is refused unless ``overwrite`` is True, and even then only
+    when it is itself a prepared dataset: a folder of the user's own files is never deleted.
+    """
+    out = Path(out_dir)
+    check_out_dir(out, overwrite=overwrite)
+    files = prepared_files(dataset)  # everything in memory first: a bad dataset fails before the disk
     with claim_output(out, "prepare", overwrite=overwrite) as output:  # staged; swapped in when complete
-        for split in SPLITS:
-            with output.open(f"{split}.npz", "wb") as handle:
-                np.savez(handle, allow_pickle=False, **split_arrays[split])
-        if vocab is not None:
-            output.write_text(VOCAB_FILE, json.dumps(vocab, ensure_ascii=False))
-        if embedding is not None:
-            from safetensors.numpy import save
-
-            output.write_bytes(EMBEDDING_FILE, save({"embedding": embedding}))
-        output.write_text(META_FILE, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        for name, data in files.items():
+            output.write_bytes(name, data)
+    fingerprint = json.loads(files[META_FILE])["fingerprint"]
     log.info("prepared dataset written to %s (%s)", out, fingerprint[:19])
     return out
 

@@ -57,7 +57,8 @@ class CanonicalDataset:
 
     ``meta`` carries preparation facts that must travel with results: source files and checksums,
     drop counts by reason (``meta["dropped"]``), non-finite value counts (``meta["nonfinite"]``),
-    truncation counts per split (``meta["truncated"]``), options used.
+    truncation counts per split (``meta["truncated"]``), options used. ``meta["unlabelled"]`` marks
+    data to predict on (``misalatch extract --text``): everything in ``test``, train and valid empty.
     """
 
     name: str
@@ -135,7 +136,7 @@ class CanonicalDataset:
         for split in SPLITS:
             if split not in self.splits:
                 raise DataFormatError(f"{source}: split {split!r} is missing")
-            if not self.splits[split]:
+            if not self.splits[split] and not (self.meta.get("unlabelled") and split != "test"):
                 raise DataFormatError(f"{source}: split {split!r} is empty")
             bad = [seg.id for seg in self.splits[split] if not np.isfinite(seg.label)]
             if bad:  # a missing label read as 0 would be a valid neutral label: never silently

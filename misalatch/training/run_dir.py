@@ -73,6 +73,8 @@ def data_facts(dataset: CanonicalDataset) -> dict[str, Any]:
         "truncated": dataset.meta.get("truncated", {}),
         "dropped": dataset.meta.get("dropped", {}),
         "nonfinite": dataset.meta.get("nonfinite", {}),
+        # features extracted by `misalatch extract`: the recipe and normalisation that predict --media re-applies
+        **({"media": dataset.meta["media"]} if isinstance(dataset.meta.get("media"), dict) else {}),
     }
 
 
@@ -170,8 +172,10 @@ def check_run_links(run_dir: str | Path) -> None:
 
 
 def load_run(run_dir: str | Path, *, data: str | None = None, data_root: str | None = None,
-             device: str = "auto", trust_unverified: bool = False) -> LoadedRun:
-    """Rebuild a run's best model and its data (or other ``data``) prepared the same way.
+             device: str = "auto", trust_unverified: bool = False,
+             dataset: CanonicalDataset | None = None) -> LoadedRun:
+    """Rebuild a run's best model and its data (or other ``data``, or a ``dataset`` already in memory,
+    e.g. clips just extracted by ``predict --media``) prepared the same way.
 
     The checkpoint set is verified against its manifest before anything in it is read; a run folder
     without one is refused unless ``trust_unverified`` (docs/security.md). Either way every tensor's
@@ -194,8 +198,9 @@ def load_run(run_dir: str | Path, *, data: str | None = None, data_root: str | N
         raise CheckpointError(f"{run_dir / 'best.json'}: model_config is not a {spec.name!r} config ({err})") from err
     if data is not None or data_root is not None:
         cfg = cfg.replace(data=data or cfg.data, data_root=data_root or cfg.data_root)
-    dataset = load_dataset(cfg.data, data_root=cfg.data_root,
-                           synthetic_sizes=dict(zip(("train", "valid", "test"), cfg.synthetic_size)))
+    if dataset is None:
+        dataset = load_dataset(cfg.data, data_root=cfg.data_root,
+                               synthetic_sizes=dict(zip(("train", "valid", "test"), cfg.synthetic_size)))
     if model_config.text_encoder == "bert" and dataset._first("bert_ids") is None:
         tok_dir = run_dir / "tokenizer"
         if not tok_dir.is_dir():

@@ -125,6 +125,9 @@ def setup_run(cfg: TrainConfig) -> RunSetup:
     """Load the data, prepare the text once, resolve per-dataset defaults and the model config."""
     dataset = load_dataset(cfg.data, data_root=cfg.data_root,
                            synthetic_sizes=dict(zip(("train", "valid", "test"), cfg.synthetic_size)))
+    if dataset.meta.get("unlabelled"):
+        raise ConfigError(f"--data {cfg.data}: has no labels (written by `misalatch extract --text` or from transcripts "
+                          "without a label column); predict on it, or extract labelled transcripts to train")
     missing = set(cfg.modalities) - set(dataset.present_modalities())
     if missing:
         names = {"t": "text", "a": "acoustic", "v": "visual"}
