@@ -40,7 +40,7 @@ from misalatch.io.atomic import atomic_write_text
 from misalatch.io.owned import Output
 from misalatch.training.checkpoint import load_weights, read_sidecar
 from misalatch.training.config import TrainConfig
-from misalatch.training.loop import SplitEvaluation, evaluate
+from misalatch.training.loop import SplitEvaluation, eval_shuffle_seed, evaluate
 from misalatch.training.setup import SOURCE_ENCODER, RunSetup, check_token_ids, resolve_device, tokenize_once
 
 log = logging.getLogger(__name__)
@@ -207,10 +207,18 @@ def load_run(run_dir: str | Path, *, data: str | None = None, data_root: str | N
     return LoadedRun(run_dir, cfg, model, dataset, spec, dev, sidecar)
 
 
+def final_shuffle_seed(cfg: TrainConfig, seed: int, split: str) -> int | None:
+    """The batches of a run's final evaluation of ``split``: shuffled and seeded under ``--length-quirk``
+    (predictions depend on their batch mates there), so ``misalatch evaluate`` meets the batches the
+    run was scored with; None (length-sorted, batch-independent) otherwise."""
+    return eval_shuffle_seed(seed, 0, split) if cfg.length_quirk else None
+
+
 def evaluate_run(run: LoadedRun, splits: tuple[str, ...] = ("valid", "test")) -> dict[str, SplitEvaluation]:
     return {
         split: evaluate(run.model, run.dataset.splits[split], run.spec, batch_size=run.config.batch_size or 32,
-                        device=run.device, reduction=run.config.dev_loss_reduction)
+                        device=run.device, reduction=run.config.dev_loss_reduction,
+                        shuffle_seed=final_shuffle_seed(run.config, run.config.seed, split))
         for split in splits
     }
 
