@@ -152,7 +152,8 @@ def prepare(table: Path, labels: Path, out: Path) -> Any:
 
     ds = read_utterance_table(table, labels=labels, valid_fraction=VALID_FRACTION, valid_seed=VALID_SEED,
                               name="mosi-bclstm")
-    save_prepared(ds, out, overwrite=True)
+    if not out.exists():  # a sweep that continues reads the folder it started with (same table, same fingerprint)
+        save_prepared(ds, out)
     return ds
 
 
@@ -204,13 +205,16 @@ def variants(quick: bool) -> dict[str, dict[str, Any]]:
     return named
 
 
-def run_sweep(prepared: Path, out: Path, seeds: Sequence[int], quick: bool) -> dict[str, Any]:
+def run_sweep(prepared: Path, out: Path, seeds: Sequence[int], quick: bool, summarize: bool = False) -> dict[str, Any]:
+    """The sweep (re-running the same command continues it: finished runs are kept); ``summarize``
+    only writes the results of the runs finished so far."""
     from misalatch.cli import main as cli_main
 
     variants_file = out.with_name(out.name + "-variants.yaml")
     variants_file.write_text(yaml.safe_dump(variants(quick), sort_keys=False))
     code = cli_main(["sweep", "--out", str(out), "--variants", str(variants_file), "--baseline", BASELINE,
-                     "--seeds", ",".join(map(str, seeds)), "--data", str(prepared), "--device", "cpu"])
+                     "--seeds", ",".join(map(str, seeds)), "--data", str(prepared), "--device", "cpu",
+                     *(["--summarize"] if summarize else [])])
     if code != 0:
         raise SystemExit(f"the sweep failed (exit {code}); see {out}")
     return json.loads((out / "results.json").read_text())
@@ -251,20 +255,20 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = ["Utterance-level features, speaker-independent split of Poria et al., not comparable with the "
              "standard MOSI tables. Test split (752 utterances, 31 videos); mean ± sample std over "
              f"{len(doc['seeds'])} seeds; MAE lower is better; Acc/F1 in %.", "",
-             "| model | " + " | ".join(("MAE", "Corr", "Acc-2 (non0)", "F1 (non0)", "Acc-7")) + " | best epoch | epochs |",
-             "|---|" + "---|" * (len(METRICS) + 2)]
+             "| model | n | " + " | ".join(("MAE", "Corr", "Acc-2 (non0)", "F1 (non0)", "Acc-7")) + " | best epoch | epochs |",
+             "|---|---|" + "---|" * (len(METRICS) + 2)]
     for variant in results["variants"]:
         stats = variant["test"]
         cells = [f"{_fmt(m, stats[m]['mean'])} ± {_fmt(m, stats[m]['std'])}" if m in stats else "—" for m in METRICS]
         runs = [r for r in variant["runs"] if r["state"] == "complete"]
         epochs = "/".join(str(r["best_epoch"]) for r in runs), "/".join(str(r["epochs_run"]) for r in runs)
-        lines.append(f"| {variant['key']} | " + " | ".join(cells) + f" | {epochs[0]} | {epochs[1]} |")
+        lines.append(f"| {variant['key']} | {len(runs)} | " + " | ".join(cells) + f" | {epochs[0]} | {epochs[1]} |")
     for modalities in ("tav", "t"):
         for kind, label in (("given", "issue's alpha"), ("selected", "alpha on valid")):
             entry = ridge[modalities].get(kind)
             if entry:
                 cells = [_fmt(m, entry["test"].get(m)) for m in METRICS]
-                lines.append(f"| ridge {modalities} ({label} {entry['alpha']:g}) | " + " | ".join(cells) + " | | |")
+                lines.append(f"| ridge {modalities} ({label} {entry['alpha']:g}) | — | " + " | ".join(cells) + " | | |")
     lines += ["", "Per seed (test MAE / Acc-2 non0 %):", "", "| model | " + " | ".join(map(str, doc["seeds"])) + " |",
               "|---|" + "---|" * len(doc["seeds"])]
     for variant in results["variants"]:
@@ -294,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs: checks the plumbing only")
     parser.add_argument("--ridge-only", action="store_true", help="prepare the data and compute the ridge only")
+    parser.add_argument("--summarize", action="store_true",
+                        help="train nothing: the tables from the runs finished so far (the sweep continues when "
+                             "the command is run again without it; join more workers with the line it prints)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("misalatch.training").setLevel(logging.WARNING)  # one line per run, not per epoch
@@ -314,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                            "valid_seed": VALID_SEED, "ridge": ridge, "given_ridge": GIVEN_RIDGE,
                            "variants": variants(args.quick)}
     if not args.ridge_only:
-        results = run_sweep(args.out / "prepared", args.out / "sweep", seeds, args.quick)
+        results = run_sweep(args.out / "prepared", args.out / "sweep", seeds, args.quick, args.summarize)
         doc.update(results=results, paired=paired_tables(results), wall_s=time.time() - started)
         (args.out / "benchmark.md").write_text(markdown(doc))
         print((args.out / "benchmark.md").read_text())
