@@ -253,8 +253,8 @@ def _fmt(metric: str, value: float | None) -> str:
 def markdown(doc: dict[str, Any]) -> str:
     results, ridge = doc["results"], doc["ridge"]
     lines = ["Utterance-level features, speaker-independent split of Poria et al., not comparable with the "
-             "standard MOSI tables. Test split (752 utterances, 31 videos); mean ± sample std over "
-             f"{len(doc['seeds'])} seeds; MAE lower is better; Acc/F1 in %.", "",
+             "standard MOSI tables. Test split (752 utterances, 31 videos); mean ± sample std over the n "
+             f"complete seeds of {', '.join(map(str, doc['seeds']))}; MAE lower is better; Acc/F1 in %.", "",
              "| model | n | " + " | ".join(("MAE", "Corr", "Acc-2 (non0)", "F1 (non0)", "Acc-7")) + " | best epoch | epochs |",
              "|---|---|" + "---|" * (len(METRICS) + 2)]
     for variant in results["variants"]:
@@ -286,7 +286,8 @@ def markdown(doc: dict[str, Any]) -> str:
         ci_text = f"[{scale * ci[0]:+.3f}, {scale * ci[1]:+.3f}]" if all(
             c is not None and math.isfinite(c) for c in ci) else "—"
         p_text = f"{p['p_value']:.3f}" if p["p_value"] is not None and math.isfinite(p["p_value"]) else "—"
-        lines.append(f"| {p['variant']} | {p['baseline']} | {p['metric']} | {scale * p['mean']:+.3f} | {ci_text} | {p_text} |")
+        mean = f"{scale * p['mean']:+.3f}" if p["mean"] is not None and math.isfinite(p["mean"]) else "—"
+        lines.append(f"| {p['variant']} | {p['baseline']} | {p['metric']} | {mean} (n={p['n']}) | {ci_text} | {p_text} |")
     return "\n".join(lines) + "\n"
 
 
