@@ -108,6 +108,9 @@ class SweepArgs:
     """Work on an existing sweep (grid and settings come from --storage/--study); no training flags."""
     baseline: Optional[str] = None
     """Values every variant is compared with (default none: feedback=none); e.g. static or feedback=none."""
+    variants: Optional[str] = None
+    """YAML file of named variants (name: {setting: value, ...}): a grid dimension 'variant' over these points,
+    for sweeps that are not a product of flags; a variant setting model or preset starts from that recipe."""
     retries: int = 1
     """Extra attempts for a run that raised or whose worker died."""
     heartbeat: int = 30
@@ -144,9 +147,38 @@ def parse_sweep(argv: list[str]):
     except ValueError:
         raise ConfigError(f"--seeds {args.seeds}: expected a comma list of integers") from None
     grid = {field: typed_values(base, field, values) for field, values in raw_grid.items()}
+    named = read_variants(args.variants) if args.variants else {}
+    if named:
+        grid = {"variant": tuple(named), **grid}
     grid["seed"] = seeds
-    spec = SweepSpec(base, grid, default_baseline(grid, args.baseline))
+    spec = SweepSpec(base, grid, default_baseline(grid, args.baseline), named)
     return args, spec
+
+
+def read_variants(path: str) -> dict[str, dict]:
+    """``--variants FILE.yaml``: an ordered mapping of variant names to mappings of training settings."""
+    import yaml
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"--variants {path}: no such file")
+    try:
+        doc = yaml.safe_load(file.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"--variants {path}: not valid YAML ({err})") from None
+    if not isinstance(doc, dict) or not doc:
+        raise ConfigError(f"--variants {path}: expected a mapping of variant names to settings")
+    out = {}
+    for name, settings in doc.items():
+        if not isinstance(name, str) or not name.strip() or "," in name:
+            raise ConfigError(f"--variants {path}: variant name {name!r} must be a non-empty string without commas")
+        if settings is None:
+            settings = {}
+        if not isinstance(settings, dict):
+            raise ConfigError(f"--variants {path}: variant {name!r} must map to settings (field: value), got {settings!r:.60}")
+        out[name] = {str(k).replace("-", "_"): v for k, v in settings.items()}
+    return out
 
 
 def main(argv: list[str]) -> int:

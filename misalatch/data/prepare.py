@@ -18,7 +18,7 @@ from misalatch.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-Format = Literal["csd", "mmsa", "mult", "misa", "urfunny", "csv"]
+Format = Literal["csd", "mmsa", "mult", "misa", "urfunny", "csv", "utterances"]
 CSD_FLAGS = ("labels", "words", "visual", "acoustic", "folds")
 
 
@@ -30,11 +30,11 @@ class PrepareSource:
     format: Format
     """Input format: csd (CMU-SDK .csd files), mmsa (aligned_50/unaligned_50.pkl), mult (MulT/MultiBench
     .pkl), misa (folder with train.pkl, dev.pkl, test.pkl), urfunny (UR-FUNNY release folder), csv
-    (segment_id,text,label,split table)."""
+    (segment_id,text,label,split table), utterances (one row of features per utterance: .csv, .parquet or .npz)."""
     input: Optional[str] = None
-    """mmsa, mult, csv: the file; misa, urfunny: the folder (or a file in it)."""
+    """mmsa, mult, csv, utterances: the file; misa, urfunny: the folder (or a file in it)."""
     labels: Optional[str] = None
-    """csd: label sequence (e.g. CMU_MOSI_Opinion_Labels.csd)."""
+    """csd: label sequence (e.g. CMU_MOSI_Opinion_Labels.csd); utterances: a segment_id,label CSV joined on the id."""
     words: Optional[str] = None
     """csd: word sequence (e.g. CMU_MOSI_TimestampedWords.csd)."""
     visual: Optional[str] = None
@@ -50,16 +50,22 @@ class PrepareSource:
     task: Optional[Literal["regression", "classification"]] = None
     """mult: override the task (default: classification for humor.pkl / ur_funny, else regression)."""
     normalize: bool = True
-    """csd, urfunny: z-normalise visual/acoustic per segment (DATA.md §3.5)."""
+    """csd, urfunny: z-normalise visual/acoustic per segment (DATA.md §3.5); utterances: standardise every
+    feature column with the training split's mean and standard deviation."""
     impute: bool = False
     """csd: fill missing visual/acoustic words with zeros (MMLatch) instead of dropping the segment."""
     allow_label_range: bool = False
     """Accept MOSI/MOSEI sentiment labels outside [-3, 3] (otherwise an error: another column or scale)."""
+    valid_fraction: Optional[float] = None
+    """utterances: hold out this share of the training rows as validation, whole speakers (videos) at a time."""
+    valid_seed: int = 0
+    """utterances: seed of the speaker permutation behind --valid-fraction."""
 
 
 def check_source(args: PrepareSource) -> None:
     """Each field belongs to some formats; a misplaced one is a ConfigError rather than silently ignored."""
-    given = {name for name in CSD_FLAGS if getattr(args, name) is not None}
+    given = {name for name in CSD_FLAGS if getattr(args, name) is not None
+             and not (name == "labels" and args.format == "utterances")}
     if args.format == "csd":
         if args.input is not None:
             raise ConfigError("--input is not used with --format csd; give --labels, --words, --visual, --acoustic")
@@ -80,6 +86,8 @@ def check_source(args: PrepareSource) -> None:
         raise ConfigError("--task applies to --format mult only")
     if args.impute and args.format != "csd":
         raise ConfigError("--impute applies to --format csd only")
+    if args.valid_fraction is not None and args.format != "utterances":
+        raise ConfigError("--valid-fraction applies to --format utterances only")
 
 
 def read_any(args: PrepareSource) -> CanonicalDataset:
@@ -93,7 +101,7 @@ def _read(args: PrepareSource) -> CanonicalDataset:
     """Read the input that ``args`` describes with the matching reader (call :func:`check_source` first
     to fail before a long read rather than inside it; this calls it too)."""
     check_source(args)
-    if not args.normalize and args.format not in ("csd", "urfunny"):
+    if not args.normalize and args.format not in ("csd", "urfunny", "utterances"):
         log.warning("--no-normalize has no effect with --format %s (features are used as stored)", args.format)
     if args.format == "csd":
         from misalatch.data.readers.csd import build_csd_dataset
@@ -116,6 +124,11 @@ def _read(args: PrepareSource) -> CanonicalDataset:
         from misalatch.data.readers.misa_pickle import read_misa_pickles
 
         return read_misa_pickles(args.input, dataset=args.dataset)
+    if args.format == "utterances":
+        from misalatch.data.readers.utterance_table import read_utterance_table
+
+        return read_utterance_table(args.input, labels=args.labels, normalize=args.normalize,
+                                    valid_fraction=args.valid_fraction, valid_seed=args.valid_seed, name=args.dataset)
     if args.format == "urfunny":
         from misalatch.data.readers.urfunny import read_urfunny
 

@@ -123,7 +123,8 @@ def collect(sweep: Sweep) -> dict[str, Any]:
     return {"format": RESULTS_FORMAT, "version": RESULTS_VERSION,
             "sweep": {"grid": {k: list(v) for k, v in spec.grid.items()},
                       "baseline": baseline_keys[0] if len(baseline_keys) == 1 else (baseline_keys or None),
-                      "baseline_values": spec.baseline, "storage": redact(sweep.storage_url), "study": sweep.name,
+                      "baseline_values": spec.baseline, "variants": spec.named,
+                      "storage": redact(sweep.storage_url), "study": sweep.name,
                       "base_config": spec.base.to_dict(), "std_ddof": 1,
                       "task": _task(variants)},
             "variants": variants, "paired": paired, "failed": failed, "pending": pending}

@@ -67,6 +67,7 @@ DEFAULT_SEEDS = (1111, 1112, 1113, 1114, 1115)
 NOT_GRIDDABLE = ("seeds", "out", "overwrite")
 QUEUED_ATTR = "misalatch_queued"  # system attr of a trial queued by the sweep itself (resume)
 MAX_GRID_POINTS = 10_000  # variants × seeds; checked before the grid is enumerated
+VARIANT_FIELD = "variant"  # the grid dimension of named variants (--variants FILE.yaml)
 
 
 class RunFailed(MisalatchError):
@@ -90,14 +91,20 @@ class SweepSpec:
     base: TrainConfig
     grid: dict[str, tuple[Any, ...]]
     baseline: dict[str, Any] = field(default_factory=dict)
+    named: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Named variants (``--variants FILE.yaml``): the grid's ``variant`` dimension takes these names,
+    each a set of training settings over the base, so that a sweep can hold points that are not a
+    product of flags (MISA on t and tav, a feedback variant on tav only, another model)."""
 
     def __post_init__(self) -> None:
         names = {f.name for f in dataclasses.fields(TrainConfig)}
         if not isinstance(self.grid, dict) or "seed" not in self.grid or not self.grid["seed"]:
             raise ConfigError("a sweep needs at least one seed (--seeds 1111,1112,...)")
+        if self.named or VARIANT_FIELD in self.grid:
+            self._check_named(names)
         size = 1
         for name, values in self.grid.items():
-            if not isinstance(name, str) or name not in names or name in NOT_GRIDDABLE:
+            if name != VARIANT_FIELD and (not isinstance(name, str) or name not in names or name in NOT_GRIDDABLE):
                 raise ConfigError(f"--{str(name).replace('_', '-')}: not a training setting a sweep can vary")
             if not isinstance(values, tuple) or not values:
                 raise ConfigError(f"--{name.replace('_', '-')}: an empty list of values")
@@ -122,6 +129,30 @@ class SweepSpec:
                                   f"({ {k: list(v) for k, v in self.variant_grid.items()} })")
         for params in self.variants():  # every combination must be a valid config, before any run
             self.config_for(params, self.grid["seed"][0])
+
+    def _check_named(self, fields: set[str]) -> None:
+        if tuple(self.grid.get(VARIANT_FIELD, ())) != tuple(self.named) or not self.named:
+            raise ConfigError(f"the grid's {VARIANT_FIELD!r} values must be the names of the named variants")
+        for name, settings in self.named.items():
+            if not isinstance(settings, dict):
+                raise ConfigError(f"variant {name!r}: expected a mapping of training settings, got {settings!r:.60}")
+            for key, value in settings.items():
+                if key not in fields or key in NOT_GRIDDABLE or key == "seed":
+                    raise ConfigError(f"variant {name!r}: {key!r} is not a training setting a variant can set")
+                if key in self.grid:
+                    raise ConfigError(f"variant {name!r}: {key!r} is also a grid dimension; set it in one place")
+                if value is not None and not isinstance(value, (str, int, float, bool)):
+                    raise ConfigError(f"variant {name!r}: {key}={value!r} must be a string, number or boolean")
+
+    def _variant_settings(self, name: str) -> dict[str, Any]:
+        """The base settings under a named variant: all of them, or, when the variant chooses another
+        model or preset, only those the command line changed (the rest come from that recipe)."""
+        bundle = self.named[name]
+        base = self.base.to_dict()
+        if "model" not in bundle and "preset" not in bundle:
+            return {**base, **bundle}
+        start = TrainConfig.from_dict({"model": self.base.model, "preset": self.base.preset}).to_dict()
+        return {**{k: v for k, v in base.items() if start.get(k) != v}, **bundle}
 
     @property
     def variant_grid(self) -> dict[str, tuple[Any, ...]]:
@@ -163,8 +194,11 @@ class SweepSpec:
         return None if other == params else other
 
     def config_for(self, params: dict[str, Any], seed: int, run_dir: str | Path | None = None) -> TrainConfig:
+        settings = dict(params)
+        name = settings.pop(VARIANT_FIELD, None)
+        start = self.base.to_dict() if name is None else self._variant_settings(name)
         try:
-            return TrainConfig.from_dict({**self.base.to_dict(), **params, "seed": int(seed), "seeds": None,
+            return TrainConfig.from_dict({**start, **settings, "seed": int(seed), "seeds": None,
                                           "out": None if run_dir is None else str(run_dir), "overwrite": False},
                                          source="sweep grid")
         except ConfigError as err:
@@ -172,8 +206,11 @@ class SweepSpec:
 
     # -- stored in the study, so that --join needs nothing but the storage and the study name --
     def to_dict(self) -> dict[str, Any]:
-        return {"version": SPEC_VERSION, "base": self.base.to_dict(),
-                "grid": {k: list(v) for k, v in self.grid.items()}, "baseline": dict(self.baseline)}
+        doc = {"version": SPEC_VERSION, "base": self.base.to_dict(),
+               "grid": {k: list(v) for k, v in self.grid.items()}, "baseline": dict(self.baseline)}
+        if self.named:
+            doc["variants"] = {k: dict(v) for k, v in self.named.items()}
+        return doc
 
     @classmethod
     def from_dict(cls, doc: Any, source: str = "the study") -> "SweepSpec":
@@ -181,13 +218,15 @@ class SweepSpec:
         if not isinstance(doc, dict) or doc.get("version") != SPEC_VERSION:
             raise ConfigError(f"{source}: was not made by this version of misalatch sweep")
         base, grid, baseline = doc.get("base"), doc.get("grid"), doc.get("baseline") or {}
+        variants = doc.get("variants") or {}
         if not isinstance(base, dict) or not isinstance(grid, dict) or not isinstance(baseline, dict) or not all(
-                isinstance(v, list) for v in grid.values()):
-            raise ConfigError(f"{source}: the stored sweep settings are malformed (base, grid of lists and baseline "
-                              "must be mappings)")
+                isinstance(v, list) for v in grid.values()) or not isinstance(variants, dict) or not all(
+                isinstance(v, dict) for v in variants.values()):
+            raise ConfigError(f"{source}: the stored sweep settings are malformed (base, grid of lists, baseline "
+                              "and variants must be mappings)")
         try:
             return cls(TrainConfig.from_dict(base, source=f"{source} (stored settings)"),
-                       {k: tuple(v) for k, v in grid.items()}, dict(baseline))
+                       {k: tuple(v) for k, v in grid.items()}, dict(baseline), {k: dict(v) for k, v in variants.items()})
         except ConfigError as err:
             raise ConfigError(f"{source}: stored sweep: {err}") from None
 

@@ -9,7 +9,8 @@ attentions and one trimodal attention) and a BiLSTM + attention head summed over
 Toolkit deviations from georgepar/mmlatch, each with an option where it changes results:
 
 * true lengths everywhere (the original collator gave every sample the batch maximum);
-  ``length_quirk=True`` restores that. With true lengths, padded steps are also left out of the
+  ``length_quirk=True`` restores that (padded steps then carry zero vectors in every modality, GloVe
+  text included, as the original's). With true lengths, padded steps are also left out of the
   fuser's attentions and of the head's sum over time, so a sample's prediction does not depend on
   the batch it is in;
 * mask dropout in training only; ``mask_dropout_at_eval=True`` restores the original's stochastic
@@ -381,7 +382,11 @@ class MMLatch(nn.Module):
         elif cfg.text_encoder == "glove":
             if inputs.text_ids is None:
                 raise ValueError("text_encoder=glove needs text_ids")
-            text, text_lengths = self.embed(inputs.text_ids), inputs.lengths.cpu()
+            text_lengths = inputs.lengths.cpu()
+            # padded steps are zero vectors, as the original's collator padded precomputed GloVe vectors
+            # (not the <pad> row); only visible under length_quirk, where padding is data
+            valid = valid_steps(text_lengths, inputs.text_ids.shape[0], inputs.text_ids.device)
+            text = self.embed(inputs.text_ids) * valid[..., None].to(self.embed.weight.dtype)
         else:
             if inputs.text_vectors is None:
                 raise ValueError("text_encoder=vectors needs text_vectors")

@@ -133,7 +133,10 @@ class TrainConfig:
     lr_decay: float = 0.5
     """Learning-rate factor applied at each restore."""
     scheduler: Literal["none", "plateau"] = "none"
-    """Learning-rate schedule: none, or ReduceLROnPlateau on the dev loss once per epoch."""
+    """Learning-rate schedule: none, or ReduceLROnPlateau (stepped as --plateau-steps says)."""
+    plateau_steps: Literal["dev", "train-then-dev"] = "dev"
+    """ReduceLROnPlateau steps per epoch: dev (once, on the dev loss) or train-then-dev (the original MMLatch:
+    on an eval-mode pass over the training set, then on the dev loss; the mmlatch preset)."""
     plateau_factor: float = 0.5
     """ReduceLROnPlateau: lr factor at each reduction."""
     plateau_patience: int = 2

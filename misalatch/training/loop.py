@@ -2,7 +2,8 @@
 
 Adam over every trainable parameter, gradient clipping by value, model selection on the dev task
 loss only (ties count as improvements), patience / trials / lr decay that really take effect, an
-optional ReduceLROnPlateau schedule on the dev loss (the MMLatch recipe), and one evaluation of the
+optional ReduceLROnPlateau schedule (on the dev loss, or on the training then the dev loss as the
+original MMLatch trainer), and one evaluation of the
 best checkpoint on the test split at the end (done by the caller). The loop reads only what every
 model offers (``misalatch.models.registry``): ``model.config`` and ``output.prediction`` /
 ``output.losses``.
@@ -53,12 +54,20 @@ class SplitEvaluation:
 
 @dataclass(frozen=True)
 class PlateauSchedule:
-    """``torch.optim.lr_scheduler.ReduceLROnPlateau`` on the dev loss, stepped once per epoch."""
+    """``torch.optim.lr_scheduler.ReduceLROnPlateau``, stepped after every epoch.
+
+    ``steps="dev"``: once, on the dev loss. ``steps="train-then-dev"``: the original MMLatch trainer,
+    which attaches one evaluation handler (holding the scheduler) to both its train and its
+    validation evaluator, so the scheduler is stepped first with the loss of an eval-mode pass over
+    the training set, then with the dev loss; both feed the same ``best``, so a dev loss above the
+    (usually lower) training loss counts as a bad step.
+    """
 
     factor: float = 0.5
     patience: int = 2
     cooldown: int = 2
     min_lr: float = 0.0
+    steps: str = "dev"
 
     def build(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -76,6 +85,7 @@ def evaluate(
     reduction: str = "batch_mean",
     perturb: Callable[[Batch], ModelInputs] | None = None,
     dist_ctx: Distributed = SINGLE,
+    shuffle_seed: int | None = None,
 ) -> SplitEvaluation:
     """Eval-mode pass over a split: task loss (as used for selection) and metrics, in file order.
 
@@ -83,15 +93,22 @@ def evaluate(
     original's mean of batch means. ``perturb(batch) -> inputs`` replaces each batch's (CPU) inputs
     right before the model (the robustness curves use it). Under torchrun (``dist_ctx``) every rank
     predicts its part of the split and all ranks compute the same metrics over the whole split.
+
+    Batches are length-sorted by default (an eval-mode prediction of a model with true lengths does
+    not depend on its batch mates). ``shuffle_seed`` instead cuts a permutation drawn from that seed
+    into batches, as the original MMLatch's shuffled evaluation loaders: under ``--length-quirk`` a
+    prediction depends on its batch mates, and this reproduces the original's batches in kind
+    (and, for one seed, exactly from run to run). Results are still returned in file order.
     """
     model.eval()
     if dist_ctx.enabled:  # each rank its contiguous part; the parts, in rank order, are the file order
         part = dist_ctx.shard(len(segments))
-        mine = _predict(model, [segments[i] for i in part], spec, batch_size, device, perturb) if len(part) else None
+        mine = _predict(model, [segments[i] for i in part], spec, batch_size, device, perturb,
+                        shuffle_seed) if len(part) else None
         gathered = [p for p in gather_objects(mine, dist_ctx) if p is not None]
         sample_loss, prediction, label = (torch.cat([p[k] for p in gathered]) for k in range(3))
     else:
-        sample_loss, prediction, label = _predict(model, segments, spec, batch_size, device, perturb)
+        sample_loss, prediction, label = _predict(model, segments, spec, batch_size, device, perturb, shuffle_seed)
     prediction, label = prediction.numpy(), label.numpy()
     ids = [s.id for s in segments]
     if reduction == "sample_mean":
@@ -110,13 +127,18 @@ def evaluate(
 
 
 def _predict(model: nn.Module, segments: Sequence[Segment], spec: BatchSpec, batch_size: int, device: torch.device,
-             perturb: Callable[[Batch], ModelInputs] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+             perturb: Callable[[Batch], ModelInputs] | None,
+             shuffle_seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sample task losses (float64), predictions and labels in file order, on the CPU.
 
     The forward runs over length-sorted batches (an eval-mode sample's output does not depend on
-    its batch mates, and sorted batches run far fewer padded steps); nothing is copied to the host
-    until the pass is over."""
-    order = np.argsort(segment_lengths(segments, spec), kind="stable")
+    its batch mates, and sorted batches run far fewer padded steps), or, with ``shuffle_seed``, over
+    a permutation drawn from that seed cut into batches; nothing is copied to the host until the
+    pass is over."""
+    if shuffle_seed is None:
+        order = np.argsort(segment_lengths(segments, spec), kind="stable")
+    else:
+        order = torch.randperm(len(segments), generator=torch.Generator().manual_seed(shuffle_seed)).numpy()
     per_sample, preds, labels = [], [], []
     for start in range(0, len(segments), batch_size):
         batch = collate([segments[i] for i in order[start : start + batch_size]], spec)
@@ -129,6 +151,14 @@ def _predict(model: nn.Module, segments: Sequence[Segment], spec: BatchSpec, bat
         labels.append(batch.labels)
     inverse = torch.from_numpy(np.argsort(order, kind="stable"))
     return torch.cat(per_sample).cpu()[inverse], torch.cat(preds).cpu()[inverse], torch.cat(labels)[inverse]
+
+
+def eval_shuffle_seed(seed: int, epoch: int, split: str) -> int:
+    """The seed of one shuffled evaluation pass (``--length-quirk``): a fresh draw per run seed, epoch
+    and split, so the passes differ as the original's reshuffling loaders do, yet a resumed run or
+    ``misalatch evaluate`` (epoch 0: the final evaluation) meets the same batches again."""
+    tag = {"train": 1, "valid": 2, "test": 3}.get(split, 4)
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, epoch, tag]).generate_state(1)[0])
 
 
 def to_device(inputs: ModelInputs, device: torch.device) -> ModelInputs:
@@ -187,6 +217,7 @@ def fit(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     resume: ResumeState | None = None,
     dist_ctx: Distributed = SINGLE,
+    eval_seed: int | None = None,
 ) -> FitResult:
     """Train until early stopping or ``max_epochs``; the model ends holding the best weights.
 
@@ -195,7 +226,9 @@ def fit(
     epoch as if it had never stopped (same batches, same dropout masks, same counters, the same
     place in the warm-up). ``on_epoch`` then sees the epoch's history row (e.g. a search pruner);
     it may raise to stop. Under torchrun (``dist_ctx``) the model trains in DistributedDataParallel,
-    each rank on its shard of every batch (:mod:`misalatch.training.distributed`).
+    each rank on its shard of every batch (:mod:`misalatch.training.distributed`). ``eval_seed``
+    (``--length-quirk``) evaluates in shuffled batches drawn afresh each epoch from that seed
+    (:func:`eval_shuffle_seed`) instead of length-sorted ones.
     """
     net = wrap(model, dist_ctx, device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -264,13 +297,21 @@ def fit(
             raise FloatingPointError(f"epoch {epoch}: training loss is {train_losses['total']}")
 
         # ---- model selection on the dev task loss ----
-        dev = evaluate(model, valid, spec, batch_size=batch_size, device=device, reduction=dev_loss_reduction,
-                       dist_ctx=dist_ctx)
-        decision = stopper.step(dev.loss)
         lr_now = optimizer.param_groups[0]["lr"]  # the lr this epoch trained with
+        eval_kw = dict(batch_size=batch_size, device=device, reduction=dev_loss_reduction, dist_ctx=dist_ctx)
+        extra: dict[str, Any] = {}
+        if scheduler is not None and schedule is not None and schedule.steps == "train-then-dev":
+            # the original's train evaluator: an eval-mode pass over the training set, its loss stepped first
+            seen = evaluate(model, train, spec, **eval_kw,
+                            shuffle_seed=None if eval_seed is None else eval_shuffle_seed(eval_seed, epoch, "train"))
+            scheduler.step(seen.loss)
+            extra["train_eval_loss"] = seen.loss
+        dev = evaluate(model, valid, spec, **eval_kw,
+                       shuffle_seed=None if eval_seed is None else eval_shuffle_seed(eval_seed, epoch, "valid"))
+        decision = stopper.step(dev.loss)
         if scheduler is not None:
             scheduler.step(dev.loss)
-        row = {"epoch": epoch, "lr": lr_now, **{f"train_{k}": v for k, v in train_losses.items()},
+        row = {"epoch": epoch, "lr": lr_now, **{f"train_{k}": v for k, v in train_losses.items()}, **extra,
                "dev_loss": dev.loss, **{f"dev_{k}": v for k, v in dev.metrics.items()},
                "improved": decision.improved}
         result.history.append(row)

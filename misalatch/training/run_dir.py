@@ -40,7 +40,7 @@ from misalatch.io.atomic import atomic_write_text
 from misalatch.io.owned import Output, refuse_links
 from misalatch.training.checkpoint import REFERENCED, check_reference, load_weights, read_sidecar, verify_manifest
 from misalatch.training.config import TrainConfig
-from misalatch.training.loop import SplitEvaluation, evaluate
+from misalatch.training.loop import SplitEvaluation, eval_shuffle_seed, evaluate
 from misalatch.training.setup import SOURCE_ENCODER, RunSetup, check_token_ids, resolve_device, tokenize_once
 
 log = logging.getLogger(__name__)
@@ -246,12 +246,18 @@ def _referenced_encoder(reference: dict[str, Any], run_dir: Path) -> torch.nn.Mo
         raise CheckpointError(f"{run_dir / 'best.json'}: referenced text encoder {reference['encoder']!r} is not a "
                               "BERT model")
     return build_bert(path=str(encoder.path))
+def final_shuffle_seed(cfg: TrainConfig, seed: int, split: str) -> int | None:
+    """The batches of a run's final evaluation of ``split``: shuffled and seeded under ``--length-quirk``
+    (predictions depend on their batch mates there), so ``misalatch evaluate`` meets the batches the
+    run was scored with; None (length-sorted, batch-independent) otherwise."""
+    return eval_shuffle_seed(seed, 0, split) if cfg.length_quirk else None
 
 
 def evaluate_run(run: LoadedRun, splits: tuple[str, ...] = ("valid", "test")) -> dict[str, SplitEvaluation]:
     return {
         split: evaluate(run.model, run.dataset.splits[split], run.spec, batch_size=run.config.batch_size or 32,
-                        device=run.device, reduction=run.config.dev_loss_reduction)
+                        device=run.device, reduction=run.config.dev_loss_reduction,
+                        shuffle_seed=final_shuffle_seed(run.config, run.config.seed, split))
         for split in splits
     }
 

@@ -44,6 +44,7 @@ from misalatch.training.run_dir import (
     data_facts,
     default_out,
     dev_record,
+    final_shuffle_seed,
     save_text_assets,
     write_history,
     write_history_csv,
@@ -92,7 +93,13 @@ def plateau_schedule(cfg: TrainConfig) -> PlateauSchedule | None:
     if cfg.scheduler == "none":
         return None
     return PlateauSchedule(factor=cfg.plateau_factor, patience=cfg.plateau_patience, cooldown=cfg.plateau_cooldown,
-                           min_lr=cfg.lr * cfg.plateau_min_lr_factor)
+                           min_lr=cfg.lr * cfg.plateau_min_lr_factor, steps=cfg.plateau_steps)
+
+
+def eval_seed(cfg: TrainConfig, seed: int) -> int | None:
+    """``--length-quirk``: evaluation in shuffled batches seeded from the run's seed (a prediction
+    depends on its batch mates there, as in the original); otherwise None (length-sorted batches)."""
+    return seed if cfg.length_quirk else None
 
 
 def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
@@ -112,7 +119,9 @@ def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
     generator = seed_everything(seed)
     model = build_model(setup).to(device)
     run_dir = output.target / sub.rstrip("/")  # where the run lives for the user (staged until the first commit)
-    resolved = cfg.replace(seed=seed, seeds=None, out=str(run_dir), overwrite=False)
+    # the warm-up actually used is recorded, not its ``None`` default
+    resolved = cfg.replace(seed=seed, seeds=None, out=str(run_dir), overwrite=False,
+                           warmup_epochs=cfg.resolved_warmup_epochs)
     if resume is None:
         save_text_assets(setup, output, sub)
         write_run_config(output, sub, setup, resolved)
@@ -156,13 +165,15 @@ def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
         generator=generator, device=device, max_batches_per_epoch=cfg.max_batches_per_epoch,
         batching=cfg.batching, precision=cfg.precision,
         schedule=plateau_schedule(cfg), warmup_epochs=cfg.resolved_warmup_epochs, on_epoch_end=save_epoch,
-        on_epoch=on_epoch, resume=resume, dist_ctx=dist_ctx,
+        on_epoch=on_epoch, resume=resume, dist_ctx=dist_ctx, eval_seed=eval_seed(cfg, seed),
     )
     write_history(output, sub, fit_result.history)
     # the model holds the best weights; evaluate validation (for the record) and test once
     kw = dict(batch_size=cfg.batch_size, device=device, reduction=cfg.dev_loss_reduction, dist_ctx=dist_ctx)
-    valid = evaluate(model, setup.dataset.splits["valid"], setup.spec, **kw)
-    test = evaluate(model, setup.dataset.splits["test"], setup.spec, **kw) if cfg.evaluate_test else None
+    valid = evaluate(model, setup.dataset.splits["valid"], setup.spec, **kw,
+                     shuffle_seed=final_shuffle_seed(cfg, seed, "valid"))
+    test = evaluate(model, setup.dataset.splits["test"], setup.spec, **kw,
+                    shuffle_seed=final_shuffle_seed(cfg, seed, "test")) if cfg.evaluate_test else None
     test_metrics = test.metrics if test is not None else None
     if test is not None:
         write_prediction_plots(output, sub, test, setup.dataset.task)

@@ -337,3 +337,18 @@ def test_visual_masks_select_the_group_the_acoustic_cue_names(generator: str, st
 def test_masks_without_the_cue_fail_the_same_check() -> None:
     margins = _train_and_measure("lstm", 60, miswire=True)
     assert min(margins) < 0.05, f"miswired margins per cue {margins}"
+
+
+def test_padded_glove_steps_are_zero_vectors_under_the_length_quirk() -> None:
+    """The original padded precomputed GloVe vectors with zeros; the <pad> row (id 1) must not leak in
+    when padding is data (length_quirk)."""
+    cfg = tiny(text_encoder="glove", vocab_size=12, length_quirk=True)
+    torch.manual_seed(3)
+    model = MMLatch(cfg).eval()
+    inputs = inputs_for(cfg, lengths=(7, 3))
+    low = model.low_level(inputs)
+    assert bool((low.text[3:, 1] == 0).all()) and bool((low.text[:3, 1] != 0).any())
+    before = model(inputs).prediction
+    with torch.no_grad():
+        model.embed.weight[1] = 100.0  # whatever the <pad> row holds
+    torch.testing.assert_close(model(inputs).prediction, before, rtol=0, atol=0)

@@ -72,7 +72,7 @@ def test_mmlatch_trains_evaluates_predicts_and_exports_masks(tmp_path: Path) -> 
     sidecar = json.loads((out / "best.json").read_text())
     assert sidecar["model"] == "mmlatch" and sidecar["model_config"]["mask_generator"] == "lstm"
     history = (out / "history.csv").read_text().splitlines()
-    assert history[0].startswith("epoch,lr,train_task,train_total,dev_loss")
+    assert history[0].startswith("epoch,lr,train_task,train_total,train_eval_loss,dev_loss")  # the scheduler's first step
 
     assert cli_main(["evaluate", str(out)]) == 0
     evaluation = json.loads((out / "evaluation.json").read_text())

@@ -10,6 +10,7 @@ The numbers are random: anything computed from them is synthetic and says so.
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import pickle
 import sys
@@ -280,3 +281,79 @@ def write_urfunny(
     _dump(covarep, folder / f"{prefix}covarep_features_sdk.pkl")
     _dump(openface, folder / f"{prefix}openface_features_sdk.pkl")
     return folder
+
+
+def write_utterance_table(
+    path: str | os.PathLike[str],
+    *,
+    sizes: tuple[int, int, int] = (12, 0, 6),
+    dims: dict[str, int] | None = None,
+    with_labels: bool = True,
+    clips_per_video: int = 3,
+    seed: int = 0,
+) -> Path:
+    """A per-utterance feature table (``--format utterances``) as .csv, .parquet or .npz (by suffix).
+
+    Ids are ``vid<k>_<clip>`` (``clips_per_video`` utterances per video, videos never shared between
+    splits); ``sizes`` of 0 leave a split out (the default has no validation rows, for
+    ``--valid-fraction``). Acoustic features carry an F0-like column in the hundreds, as real
+    utterance statistics do. The label (without ``with_labels``: left out, for ``--labels``) is a
+    noisy linear function of the features, clipped to [-3, 3].
+    """
+    path = Path(path)
+    dims = dims or {"text": 4, "acoustic": 3, "visual": 5}
+    rng = np.random.default_rng(seed)
+    ids, splits = [], []
+    video = 0
+    for split, n in zip(("train", "valid", "test"), sizes):
+        for i in range(n):
+            if i % clips_per_video == 0:
+                video += 1
+            ids.append(f"vid{video}_{i % clips_per_video + 1}")
+            splits.append(split)
+    n = len(ids)
+    features = {m: rng.standard_normal((n, d)) for m, d in dims.items()}
+    if "acoustic" in features:
+        features["acoustic"][:, 0] = 150 + 40 * features["acoustic"][:, 0]
+    signal = sum(f[:, 1 % f.shape[1]] for f in features.values())
+    labels = np.clip(signal + 0.3 * rng.standard_normal(n), -3, 3).round(4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns: dict[str, list] = {"segment_id": ids, "split": splits}
+    if with_labels:
+        columns["label"] = labels.tolist()
+    for m, f in features.items():
+        for j in range(f.shape[1]):
+            columns[f"{m}_{j}"] = f[:, j].tolist()
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        arrays = {"segment_id": np.array(ids), "split": np.array(splits), **features}
+        if with_labels:
+            arrays["label"] = labels
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+    elif suffix in (".parquet", ".pq"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table(columns), path)
+    else:
+        with open(path, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(list(columns))
+            writer.writerows(zip(*columns.values()))
+    return path
+
+
+def write_utterance_labels(path: str | os.PathLike[str], table: str | os.PathLike[str], *, seed: int = 0) -> Path:
+    """A ``segment_id,label`` CSV for the ids of a CSV utterance table written by
+    :func:`write_utterance_table` (labels random in [-3, 3]; extra columns as in mosi_text_labels.csv)."""
+    with open(table, newline="") as fh:
+        ids = [row["segment_id"] for row in csv.DictReader(fh)]
+    rng = np.random.default_rng(seed)
+    path = Path(path)
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["segment_id", "label", "text"])
+        for seg in ids:
+            writer.writerow([seg, round(float(rng.uniform(-3, 3)), 4), "some words"])
+    return path
