@@ -26,6 +26,11 @@ BATCH_SIZES = {"mosi": 64, "mosei": 16, "ur_funny": 32}
 # Feedback masks start near-constant and only later learn which steps to gate; early stopping must
 # not judge them before that (docs/experiments.md, "Early stopping for feedback variants").
 FEEDBACK_WARMUP_EPOCHS = 10
+# The mask generators of MISA's feedback variants learn this many times faster than the rest of the
+# model: at the shared rate their masks stay near-constant for many epochs under MISA's full objective
+# and some seeds stall or collapse to constant masks (docs/experiments.md, "Take-off under MISA's full
+# objective"). --model mmlatch and plain MISA (no generators) are not affected.
+FEEDBACK_MASK_LR_FACTOR = 10.0
 
 # tyro turns an exception raised while it builds the dataclass into a usage box and exit status 2;
 # command lines are therefore parsed without validation and validated afterwards, so that a bad
@@ -128,6 +133,9 @@ class TrainConfig:
     warmup_epochs: Optional[int] = None
     """Epochs before patience starts counting (the best checkpoint is still kept); default 0 without
     feedback, 10 with a feedback variant, whose masks need time to take off."""
+    mask_lr_factor: Optional[float] = None
+    """Learning-rate multiplier of the feedback mask generators (--model misa with a feedback variant);
+    default 10 there (docs/experiments.md), 1 (no effect) for plain MISA and --model mmlatch."""
     trials: int = 1
     """Times the best checkpoint is restored with a decayed learning rate before stopping."""
     lr_decay: float = 0.5
@@ -195,6 +203,8 @@ class TrainConfig:
             raise ConfigError("max_wordpieces must leave room for [CLS], one wordpiece and [SEP] (>= 3)")
         if self.warmup_epochs is not None and self.warmup_epochs < 0:
             raise ConfigError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.mask_lr_factor is not None and not self.mask_lr_factor > 0:
+            raise ConfigError(f"mask_lr_factor must be > 0, got {self.mask_lr_factor}")
         if self.patience < 0:
             raise ConfigError(f"patience must be >= 0, got {self.patience}")
         if self.batch_size is not None and self.batch_size < 1:
@@ -226,6 +236,13 @@ class TrainConfig:
         if self.warmup_epochs is not None:
             return self.warmup_epochs
         return 0 if self.feedback == "none" else FEEDBACK_WARMUP_EPOCHS
+
+    @property
+    def resolved_mask_lr_factor(self) -> float:
+        """The generators' learning-rate multiplier this run uses (1.0: one rate for every parameter)."""
+        if self.mask_lr_factor is not None:
+            return self.mask_lr_factor
+        return FEEDBACK_MASK_LR_FACTOR if self.model == "misa" and self.feedback != "none" else 1.0
 
     @property
     def run_seeds(self) -> tuple[int, ...]:

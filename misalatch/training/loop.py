@@ -173,7 +173,23 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
-def make_optimizer(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
+def param_groups(model: nn.Module, lr: float, lr_factors: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """Trainable parameters in optimizer groups: one at ``lr``, plus one per name prefix of
+    ``lr_factors`` whose factor is not 1 (its ``lr`` is ``lr * factor``; the factor is kept in the
+    group as ``lr_factor`` so that a decay after a restore keeps the ratio). The first group is the
+    base rate; with no factor other than 1 there is exactly one group, as the original.
+    """
+    factors = {prefix: f for prefix, f in (lr_factors or {}).items() if f != 1.0}
+    groups: dict[str, list[torch.nn.Parameter]] = {"": [], **{prefix: [] for prefix in factors}}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            groups[next((prefix for prefix in factors if name.startswith(prefix)), "")].append(param)
+    out = [{"params": groups[""], "lr": lr, "lr_factor": 1.0}]
+    out += [{"params": groups[prefix], "lr": lr * f, "lr_factor": f} for prefix, f in factors.items() if groups[prefix]]
+    return out
+
+
+def make_optimizer(params: list[torch.nn.Parameter] | list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
     """Adam as the original (defaults), with the multi-tensor implementation.
 
     ``foreach=True`` runs the same update as the per-parameter loop in a few batched kernels; on the
@@ -218,6 +234,7 @@ def fit(
     resume: ResumeState | None = None,
     dist_ctx: Distributed = SINGLE,
     eval_seed: int | None = None,
+    lr_factors: dict[str, float] | None = None,
 ) -> FitResult:
     """Train until early stopping or ``max_epochs``; the model ends holding the best weights.
 
@@ -229,10 +246,13 @@ def fit(
     each rank on its shard of every batch (:mod:`misalatch.training.distributed`). ``eval_seed``
     (``--length-quirk``) evaluates in shuffled batches drawn afresh each epoch from that seed
     (:func:`eval_shuffle_seed`) instead of length-sorted ones.
+    each rank on its shard of every batch (:mod:`misalatch.training.distributed`). ``lr_factors``
+    (parameter-name prefix → multiplier, e.g. ``{"feedback.": 10}``) trains those parameters at a
+    multiple of ``lr`` (:func:`param_groups`).
     """
     net = wrap(model, dist_ctx, device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, lr)
+    optimizer = make_optimizer(param_groups(model, lr, lr_factors), lr)
     scheduler = schedule.build(optimizer) if schedule is not None else None
     stopper = EarlyStopping(patience, trials, warmup_epochs)
     keep_best_optim = trials > 1  # only a later restore reads the best epoch's optimiser state
@@ -335,7 +355,7 @@ def fit(
             # place, which would corrupt the stored best state before a later restore
             optimizer.load_state_dict(copy.deepcopy(best_optim))
             for group in optimizer.param_groups:
-                group["lr"] = lr_now * lr_decay
+                group["lr"] = lr_now * lr_decay * group.get("lr_factor", 1.0)
             log.info("patience exhausted: best checkpoint (epoch %d) restored%s", result.best_epoch,
                      "" if decision.stop else f", lr -> {lr_now * lr_decay:.3g}")
         if on_epoch_end is not None:

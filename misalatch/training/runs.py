@@ -165,6 +165,7 @@ def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
         generator=generator, device=device, max_batches_per_epoch=cfg.max_batches_per_epoch,
         batching=cfg.batching, precision=cfg.precision,
         schedule=plateau_schedule(cfg), warmup_epochs=cfg.resolved_warmup_epochs, on_epoch_end=save_epoch,
+        lr_factors={"feedback.": cfg.resolved_mask_lr_factor},
         on_epoch=on_epoch, resume=resume, dist_ctx=dist_ctx, eval_seed=eval_seed(cfg, seed),
     )
     write_history(output, sub, fit_result.history)
