@@ -8,11 +8,11 @@ from typing import Literal, Optional
 
 import tyro
 
-from misalatch.io.owned import check_file_target, record_written
+from misalatch.cli._config import ThreadsFlag, apply_threads, parse_flags
 
 
 @dataclass(frozen=True)
-class PredictArgs:
+class PredictArgs(ThreadsFlag):
     """Write one prediction per segment id of a split as CSV."""
 
     run_dir: tyro.conf.Positional[str]
@@ -37,9 +37,11 @@ def _is_predictions_csv(path: Path) -> bool:
 
 
 def main(argv: list[str]) -> int:
+    args = parse_flags(PredictArgs, argv, prog="misalatch predict")
+    from misalatch.io.owned import check_file_target, record_written
     from misalatch.training.run_dir import evaluate_run, load_run, write_predictions
 
-    args = tyro.cli(PredictArgs, args=argv, prog="misalatch predict")
+    apply_threads(args.threads)
     check_file_target(args.out, overwrite=args.overwrite, looks_ours=_is_predictions_csv)  # before the model runs
     run = load_run(args.run_dir, data=args.data, data_root=args.data_root, device=args.device)
     splits = ("train", "valid", "test") if args.split == "all" else (args.split,)

@@ -50,7 +50,7 @@ class PrepareSource:
     task: Optional[Literal["regression", "classification"]] = None
     """mult: override the task (default: classification for humor.pkl / ur_funny, else regression)."""
     normalize: bool = True
-    """csd, urfunny: z-normalise visual/acoustic per segment (DATA.md §3.5)."""
+    """csd, urfunny: z-normalise visual/acoustic per segment (as the original preprocessing; docs/data.md)."""
     impute: bool = False
     """csd: fill missing visual/acoustic words with zeros (MMLatch) instead of dropping the segment."""
 

@@ -60,15 +60,20 @@ def _default_metrics(results: Sequence[Results], split: str) -> tuple[str, ...]:
     return tuple([k for k in preferred if k in present] + [k for k in present if k not in preferred])
 
 
+_SPLIT_KEYS = {"valid": "validation", "validation": "validation", "test": "test"}  # split name -> metrics key
+
+
 def compare(paths: Sequence[str | Path], *, split: str = "test", metrics: Sequence[str] | None = None) -> Comparison:
-    """Read every folder and line their variants up on ``split`` ("test" or "validation")."""
-    if split not in ("test", "validation"):
-        raise ConfigError(f"split {split!r}: expected test or validation")
+    """Read every folder and line their variants up on ``split`` ("valid" or "test"; "validation" is
+    accepted for "valid", the name every command uses)."""
+    if split not in _SPLIT_KEYS:
+        raise ConfigError(f"split {split!r}: expected valid or test")
+    split, key = ("valid" if split == "validation" else split), _SPLIT_KEYS[split]
     if not paths:
         raise ConfigError("compare: give at least one run or sweep folder")
     results = [read_results(p) for p in paths]
-    chosen = tuple(metrics) if metrics else _default_metrics(results, split)
-    known = set(_default_metrics(results, split))
+    chosen = tuple(metrics) if metrics else _default_metrics(results, key)
+    known = set(_default_metrics(results, key))
     unknown = [m for m in chosen if m not in known]
     if unknown:
         raise ConfigError(f"--metrics: {', '.join(unknown)} not in any of the results (have {', '.join(sorted(known))})")
@@ -76,7 +81,7 @@ def compare(paths: Sequence[str | Path], *, split: str = "test", metrics: Sequen
     for given, result in zip(paths, results):
         for variant in result.variants:
             rows.append(ComparisonRow(str(given), result.kind, variant.key, dict(variant.params),
-                                      tuple(variant.seeds), dict(variant.metrics.get(split, {}))))
+                                      tuple(variant.seeds), dict(variant.metrics.get(key, {}))))
     return Comparison(split, chosen, tuple(rows))
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from misalatch.models.registry import Registry
+from misalatch.models.names import Registry
 
 PRESETS: Registry[Mapping[str, Any]] = Registry("training preset")
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from misalatch.errors import CheckpointError, ConfigError
 from misalatch.evaluation.aggregate import AggregateRow, aggregate, write_aggregate
 from misalatch.io.atomic import sha256_file
@@ -150,6 +152,7 @@ def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
     metrics = {"validation": valid.metrics, "test": test_metrics, "dev_loss": valid.loss,
                "test_loss": test.loss if test is not None else None,
                "best_epoch": fit_result.best_epoch, "epochs_run": len(fit_result.history), "seed": seed,
+               "threads": torch.get_num_threads(),
                "data": data_facts(setup.dataset), "text_encoder": setup.text.description}
     here = output.path / sub
     save_checkpoint(here, "best", model, register=register,
@@ -192,6 +195,7 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **overrides: Any) 
                     return _train_seeds(setup, output, done={}, dist_ctx=ctx)
         with claim_output(out, "train", overwrite=config.overwrite) as output:
             output.annotate(config=config.replace(out=str(out), overwrite=False).to_dict(),
+                            threads=torch.get_num_threads(),  # set by --threads; a process setting, not the config's
                             **({"processes": ctx.world_size} if ctx.enabled else {}))
             return _train_seeds(setup, output, done={}, dist_ctx=ctx)
 
@@ -218,7 +222,8 @@ def _train_seeds(setup: RunSetup, output: Output, done: dict[int, RunResult],
 
 
 RESUME_FLAGS = ("device", "keep_resume_state")
-"""What may differ on ``--resume``: neither changes what is computed (CPU vs GPU aside)."""
+"""What may differ on ``--resume``: neither changes what is computed (CPU vs GPU aside). The command's
+``--threads`` may differ too: it is a setting of the process, not of the run."""
 
 
 def resume_training(run_dir: str | Path, **changes: Any) -> TrainResult:
@@ -249,6 +254,7 @@ def resume_training(run_dir: str | Path, **changes: Any) -> TrainResult:
     setup = setup_run(config)
     resolve_device(config.device)
     with open_output(run_dir, "train") as output:
+        output.annotate(threads=torch.get_num_threads())  # this process's (--threads), as train() records it
         seeds = config.run_seeds
         done: dict[int, RunResult] = {}
         states: dict[int, ResumeState] = {}
