@@ -163,3 +163,42 @@ def test_every_model_command_dataclass_has_threads():
         classes = [v for v in vars(module).values() if isinstance(v, type) and issubclass(v, ThreadsFlag)
                    and v is not ThreadsFlag]
         assert classes, name
+
+
+
+def test_a_missing_prepared_folder_names_the_commands_that_make_it(tmp_path, capsys):
+    assert cli_main(["train", "--data", str(tmp_path / "prepared" / "mosi")]) == 1
+    err = capsys.readouterr().err
+    assert "no such file or folder" in err
+    assert "misalatch download CMU_MOSI_Opinion_Labels" in err
+    assert f"misalatch prepare --format csd --dataset mosi" in err and f"--out {tmp_path / 'prepared' / 'mosi'}" in err
+    assert cli_main(["train", "--data", "mosi", "--data-root", str(tmp_path)]) == 1
+    assert "misalatch prepare --format" in capsys.readouterr().err
+
+
+def test_join_waits_for_the_study_then_times_out_with_a_message(tmp_path):
+    import threading
+
+    import optuna
+
+    from misalatch.experiments.studies import wait_for_study
+
+    db = tmp_path / "study.db"
+    url = f"sqlite:///{db}"
+    told = []
+    with pytest.raises(ConfigError, match="after waiting 0.3 s; start it first"):
+        wait_for_study("s", url, timeout=0.3, poll=0.05, on_wait=told.append)
+    assert told and "waiting up to 0.3 s" in told[0]
+    assert not db.exists()  # waiting never creates the starter's database
+
+    def start() -> None:
+        study = optuna.create_study(study_name="s", storage=url)
+        study.set_user_attr("misalatch", {"grid": 1})
+
+    timer = threading.Timer(0.3, start)
+    timer.start()
+    try:
+        wait_for_study("s", url, timeout=30, poll=0.05)
+    finally:
+        timer.join()
+    assert db.exists()

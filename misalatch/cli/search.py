@@ -37,6 +37,8 @@ class SearchArgs(ThreadsFlag):
     """dev_loss (validation task loss, minimised) or a validation metric (mae minimised, others maximised)."""
     sampler_seed: Optional[int] = None
     """Seed of the TPE sampler (per worker)."""
+    wait: float = 600
+    """With --join: seconds to wait for the study to appear (a worker may start before the sweep does)."""
     retries: int = 1
     """Extra attempts for a trial whose worker died."""
     heartbeat: int = 30
@@ -62,6 +64,9 @@ def main(argv: list[str]) -> int:
             raise ConfigError("--join takes the space and every setting from the study; remove the other flags")
         if not args.storage or not args.study:
             raise ConfigError("--join needs --storage URL and --study NAME")
+        from misalatch.experiments.studies import wait_for_study
+
+        wait_for_study(args.study, args.storage, timeout=args.wait, on_wait=print)
         search = join_search(args.storage, args.study, out=args.out, liveness=liveness, sampler_seed=args.sampler_seed)
     else:
         if not args.out:

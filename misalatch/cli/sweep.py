@@ -122,6 +122,8 @@ class SweepArgs(ThreadsFlag):
     """Work on an existing sweep (grid and settings come from --storage/--study); no training flags."""
     baseline: Optional[str] = None
     """Values every variant is compared with (default none: feedback=none); e.g. static or feedback=none."""
+    wait: float = 600
+    """With --join: seconds to wait for the study to appear (a worker may start before the sweep does)."""
     retries: int = 1
     """Extra attempts for a run that raised or whose worker died."""
     heartbeat: int = 30
@@ -170,6 +172,9 @@ def main(argv: list[str]) -> int:
     liveness = Liveness(heartbeat_interval=args.heartbeat, grace_period=args.grace or 4 * args.heartbeat,
                         retries=args.retries)
     if spec is None:
+        from misalatch.experiments.studies import wait_for_study
+
+        wait_for_study(args.study, args.storage, timeout=args.wait, on_wait=print)
         sweep = join_sweep(args.storage, args.study, out=args.out, liveness=liveness)
     else:
         sweep = start_sweep(spec, args.out, storage=args.storage, study=args.study, liveness=liveness)

@@ -291,3 +291,36 @@ def load_existing_study(name: str, storage: optuna.storages.BaseStorage, url: st
         known = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         raise ConfigError(f"--study {name}: no such study in {redact(url)} (it holds {known or 'none'}); start it "
                           "first with the same command without --join") from None
+
+
+def _study_ready(name: str, url: str) -> bool:
+    """Whether study ``name`` exists in ``url`` with its settings stored; a SQLite or journal file that does
+    not exist yet is not created (the command that starts the study must find its folder as it left it)."""
+    for prefix in ("sqlite:///", JOURNAL_PREFIX):
+        if url.startswith(prefix) and not Path(url[len(prefix):]).is_file():
+            return False
+    import sqlalchemy.exc
+
+    try:
+        summaries = optuna.get_all_study_summaries(open_storage(url))
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, StorageError, OSError) as err:
+        log.debug("%s: not readable yet (%s)", redact(url), err)  # the starter may be creating its tables now
+        return False
+    return any(s.study_name == name and s.user_attrs for s in summaries)
+
+
+def wait_for_study(name: str, url: str, *, timeout: float, poll: float = 2.0,
+                   on_wait: Callable[[str], None] | None = None) -> None:
+    """Return once study ``name`` exists in ``url`` (``--join`` started before the study). ``on_wait`` is
+    told once that the worker waits; after ``timeout`` seconds a ConfigError says how to start the study."""
+    deadline = time.monotonic() + timeout
+    told = False
+    while not _study_ready(name, url):
+        if time.monotonic() >= deadline:
+            raise ConfigError(f"--study {name}: not in {redact(url)} after waiting {timeout:g} s; start it first with "
+                              "the same command without --join (or wait longer with --wait SECONDS)")
+        if not told and on_wait is not None:
+            on_wait(f"waiting up to {timeout:g} s for study {name} to appear in {redact(url)} "
+                    "(started by the same command without --join)")
+            told = True
+        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
