@@ -32,7 +32,7 @@ def chromium() -> str:
         if path:
             return path
     pytest.skip("no Chromium binary on PATH (install it with `apt-get install -y chromium`; "
-                "scripts/setup_env.sh does so when run as root)")
+                "scripts/system_packages.sh does so when run as root)")
 
 
 def run_chromium(url: str, profile: Path, *extra: str) -> subprocess.CompletedProcess[str]:
