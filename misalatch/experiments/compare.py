@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from misalatch.errors import ConfigError
 from misalatch.evaluation.metrics import CLASSIFICATION_KEYS, REGRESSION_KEYS
 from misalatch.evaluation.report import format_mean_std, metric_label
-from misalatch.experiments.folders import Results, Stat, read_results
+from misalatch.experiments.folders import Results, Stat, is_synthetic, read_results
 
 COMPARISON_FORMAT = "misalatch-comparison"
 OUTPUT_FILES = ("comparison.md", "comparison.csv", "comparison.png", "comparison.json")
@@ -48,6 +48,7 @@ class Comparison:
     split: str
     metrics: tuple[str, ...]
     rows: tuple[ComparisonRow, ...]
+    synthetic: tuple[str, ...] = ()  # the folders (as given) whose runs trained on SYNTHETIC data
 
 
 def _default_metrics(results: Sequence[Results], split: str) -> tuple[str, ...]:
@@ -82,7 +83,8 @@ def compare(paths: Sequence[str | Path], *, split: str = "test", metrics: Sequen
         for variant in result.variants:
             rows.append(ComparisonRow(str(given), result.kind, variant.key, dict(variant.params),
                                       tuple(variant.seeds), dict(variant.metrics.get(key, {}))))
-    return Comparison(split, chosen, tuple(rows))
+    synthetic = tuple(str(given) for given, result in zip(paths, results) if is_synthetic(result))
+    return Comparison(split, chosen, tuple(rows), synthetic)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -107,7 +109,12 @@ def to_markdown(comparison: Comparison) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     note = (f"\n{comparison.split} split; mean ± sample std (ddof = 1) over seeds; accuracies and F1 in %, "
             "a single run has no std.\n")
-    return "\n".join(lines) + "\n" + note
+    head = ""
+    if comparison.synthetic:
+        every = len(comparison.synthetic) == len({r.source for r in comparison.rows})
+        head = (f"**SYNTHETIC data** ({'every folder' if every else ', '.join(comparison.synthetic)}): "
+                "these numbers say nothing about real sentiment analysis.\n\n")
+    return head + "\n".join(lines) + "\n" + note
 
 
 def to_csv(comparison: Comparison) -> str:
@@ -134,6 +141,7 @@ def to_json(comparison: Comparison) -> dict[str, Any]:
         return {"mean": clean(s.mean), "std": clean(s.std), "n": s.n, "values": [clean(v) for v in s.values]}
 
     return {"format": COMPARISON_FORMAT, "version": 1, "split": comparison.split, "metrics": list(comparison.metrics),
+            "synthetic": list(comparison.synthetic),
             "rows": [{"source": r.source, "kind": r.kind, "variant": r.variant, "params": r.params,
                       "seeds": list(r.seeds), "metrics": {m: stat(s) for m, s in r.metrics.items()}}
                      for r in comparison.rows]}

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from misalatch.errors import ConfigError, DataFormatError
+from misalatch.errors import ConfigError, DataFormatError, MisalatchError
 
 SWEEP_FORMAT = "misalatch-sweep-results"
 SWEEP_VERSIONS = (1,)
@@ -349,3 +349,17 @@ def read_results(path: str | Path) -> Results:
         raise ConfigError(f"{folder}: a run folder without metrics.json (the run has not finished, or failed)")
     raise ConfigError(f"{folder}: neither a run folder (metrics.json), a multi-seed train folder (aggregate.json "
                       "and seed-<s>/) nor a sweep folder (results.json)")
+
+
+def is_synthetic(results: Results) -> bool:
+    """Whether the runs of ``results`` trained on SYNTHETIC data (their first ``metrics.json`` says so)."""
+    for v in results.variants:
+        for r in v.runs:
+            if r.run_dir is not None and (r.run_dir / "metrics.json").is_file():
+                try:
+                    data = read_json(r.run_dir / "metrics.json")
+                except MisalatchError:
+                    continue
+                facts = data.get("data") if isinstance(data, dict) else None
+                return bool(isinstance(facts, dict) and facts.get("synthetic") is True)
+    return False

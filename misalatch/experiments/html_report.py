@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 from misalatch.errors import ConfigError, MisalatchError
 from misalatch.evaluation.report import format_mean_std, format_value, metric_label
-from misalatch.experiments.folders import Results, RunRecord, Variant, read_json, read_results
+from misalatch.experiments.folders import Results, RunRecord, Variant, is_synthetic, read_json, read_results
 
 log = logging.getLogger(__name__)
 
@@ -359,19 +359,6 @@ def _p_text(p: float) -> str:
 # ----------------------------------------------------------------------------------------------
 # the page
 # ----------------------------------------------------------------------------------------------
-def _synthetic(results: Results) -> bool:
-    for v in results.variants:
-        for r in v.runs:
-            if r.run_dir is not None and (r.run_dir / "metrics.json").is_file():
-                try:
-                    data = read_json(r.run_dir / "metrics.json")
-                except MisalatchError:
-                    continue
-                facts = data.get("data") if isinstance(data, dict) else None
-                return bool(isinstance(facts, dict) and facts.get("synthetic") is True)
-    return False
-
-
 def _bar_chart(results: Results, split: str) -> str:
     from misalatch.experiments.compare import Comparison, ComparisonRow, bar_chart
 
@@ -383,13 +370,10 @@ def _bar_chart(results: Results, split: str) -> str:
     return _img_html(figure_image(bar_chart(Comparison(split, names, rows)), f"{split} split, mean ± sample std"))
 
 
-CONFIG_NOT_SHOWN = ("out", "overwrite", "seed", "seeds")  # per run, shown elsewhere
-
-
 def config_differences(results: Results) -> tuple[dict[str, tuple[Any, Any]], str]:
     """(field -> (value, default) of the first complete run's resolved configuration where it differs
     from the defaults of its model's preset, a note saying which run). Unreadable: ({}, why)."""
-    from misalatch.training.config import TrainConfig
+    from misalatch.training.config import TrainConfig, changed_settings
 
     run = next((r for v in results.variants for r in v.runs
                 if r.state == "complete" and r.run_dir is not None and (r.run_dir / "config.yaml").is_file()), None)
@@ -398,16 +382,9 @@ def config_differences(results: Results) -> tuple[dict[str, tuple[Any, Any]], st
     path = run.run_dir / "config.yaml"
     try:
         config = TrainConfig.from_yaml(path)
-        defaults = TrainConfig.from_dict({"model": config.model, "preset": config.preset}, source=str(path))
+        return changed_settings(config), f"{run.run_dir.name}/config.yaml (preset {config.preset})"
     except MisalatchError as err:
         return {}, f"{path.name} could not be read ({err})"
-    differs = {}
-    for name, value in config.to_dict().items():
-        default = getattr(defaults, name)
-        default = list(default) if isinstance(default, tuple) else default
-        if name not in CONFIG_NOT_SHOWN and value != default:
-            differs[name] = (value, default)
-    return differs, f"{run.run_dir.name}/config.yaml (preset {config.preset})"
 
 
 def config_table(differs: dict[str, tuple[Any, Any]]) -> str:
@@ -470,7 +447,7 @@ def build_report(path: str | Path, *, masks: bool = True, compute_masks: bool = 
     import misalatch
 
     results = read_results(path)
-    synthetic = _synthetic(results)
+    synthetic = is_synthetic(results)
     title = f"misalatch report{' [SYNTHETIC data]' if synthetic else ''}: {results.name}"
     parts = [
         "<!DOCTYPE html>",

@@ -357,3 +357,14 @@ def dataset_family(dataset_name: str) -> str:
     if "funny" in name or "humor" in name:
         return "ur_funny"
     return "mosi"
+
+
+NOT_A_SETTING = ("out", "overwrite", "seed", "seeds")  # where and which seed: shown apart from the settings
+
+
+def changed_settings(config: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """field -> (value, default) where ``config`` differs from the defaults of its preset: the part of a
+    resolved configuration a report shows (where the run went and its seeds are shown elsewhere)."""
+    defaults = TrainConfig.from_dict({"model": config.model, "preset": config.preset}).to_dict()
+    return {name: (value, defaults[name]) for name, value in config.to_dict().items()
+            if name not in NOT_A_SETTING and value != defaults[name]}
