@@ -49,6 +49,8 @@ def main(argv: list[str]) -> int:
         return 0
     if not args.name:
         raise ConfigError("give the name of a file to download (misalatch download --list shows them)")
-    path = download(args.name, args.dest, base_url=args.base_url, progress=True)
+    from misalatch.io.progress import progress_enabled
+
+    path = download(args.name, args.dest, base_url=args.base_url, progress=progress_enabled())
     print(f"saved: {path}")
     return 0

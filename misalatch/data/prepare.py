@@ -1,8 +1,8 @@
 """Read a dataset in any standard format with the matching reader (``misalatch prepare``'s library).
 
-:class:`PrepareSource` says what to read; :func:`read_any` checks that its fields fit the format and
+``PrepareSource`` says what to read; ``read_any`` checks that its fields fit the format and
 reads it. The command line (``misalatch prepare``) adds the output folder. The prepared folder
-(DATA.md §3.8, :mod:`misalatch.data.cache`) is pickle-free and is what ``--data DIR`` loads afterwards,
+(DATA.md §3.8, ``misalatch.data.cache``) is pickle-free and is what ``--data DIR`` loads afterwards,
 so third-party pickles are opened (safely) exactly once.
 """
 
@@ -81,18 +81,19 @@ def check_source(args: PrepareSource) -> None:
 
 
 def read_any(args: PrepareSource) -> CanonicalDataset:
-    """Read the input that ``args`` describes with the matching reader (call :func:`check_source` first
+    """Read the input that ``args`` describes with the matching reader (call ``check_source`` first
     to fail before a long read rather than inside it; this calls it too)."""
     check_source(args)
     if not args.normalize and args.format not in ("csd", "urfunny"):
         log.warning("--no-normalize has no effect with --format %s (features are used as stored)", args.format)
     if args.format == "csd":
         from misalatch.data.readers.csd import build_csd_dataset
+        from misalatch.io.progress import progress_enabled
 
         return build_csd_dataset(
             labels=args.labels, words=args.words, visual=args.visual, acoustic=args.acoustic,
             dataset=args.dataset or "mosi", folds=args.folds, normalize=args.normalize,
-            impute=args.impute, progress=False,
+            impute=args.impute, progress=progress_enabled(),
         )
     assert args.input is not None
     if args.format == "mmsa":

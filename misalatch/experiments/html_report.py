@@ -8,7 +8,7 @@ from the run's best checkpoint (the page says which).
 
 Self-contained and inert: images are embedded as base64 ``data:`` URIs, there is no script, no external
 CSS or font, and a Content-Security-Policy forbids loading anything else. Everything taken from files
-(ids, keys, errors, parameters) is untrusted and goes through :func:`html.escape`; images are only
+(ids, keys, errors, parameters) is untrusted and goes through ``html.escape``; images are only
 embedded when their bytes start with the PNG signature.
 """
 
@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 from misalatch.errors import ConfigError, MisalatchError
 from misalatch.evaluation.report import format_mean_std, format_value, metric_label
+from misalatch.io.progress import progress_bar
 from misalatch.experiments.folders import Results, RunRecord, Variant, is_synthetic, read_json, read_results
 
 log = logging.getLogger(__name__)
@@ -494,6 +495,7 @@ def build_report(path: str | Path, *, masks: bool = True, compute_masks: bool = 
         parts.append("<h2>Pending</h2><p class=\"note\">not finished by any worker yet:</p><ul id=\"pending\">" + "".join(
             f"<li>{esc(', '.join(f'{k}: {v}' for k, v in p.items()))}</li>" for p in results.pending) + "</ul>")
     sections = []
+    bar = progress_bar(len(results.variants), "report", unit="variant")
     for v in results.variants:
         runs = [r for r in v.runs if r.state == "complete"]
         with_masks = masks and any(r.run_dir is not None and _run_feedback(r.run_dir) != "none" for r in runs)
@@ -511,6 +513,8 @@ def build_report(path: str | Path, *, masks: bool = True, compute_masks: bool = 
                     + masks_over_seeds(summaries))
         sections.append(_fold(f'{v.key} ({len(runs)} run{"s" if len(runs) != 1 else ""})', head + "\n".join(body),
                               open_=False))
+        bar.update()
+    bar.close()
     parts.append(_fold("Curves, predictions and masks", "".join(sections), open_=False, anchor="curves"))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
@@ -546,7 +550,7 @@ def write_report(page: str, out: str | Path) -> Path:
 
 
 def report(path: str | Path, out: str | Path, **options: Any) -> Path:
-    """Build the page of ``path`` and write it to ``out``; see :func:`build_report` for ``options``."""
+    """Build the page of ``path`` and write it to ``out``; see ``build_report`` for ``options``."""
     return write_report(build_report(path, **options), out)
 
 

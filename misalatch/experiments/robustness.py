@@ -1,6 +1,6 @@
 """Robustness curves: a trained run evaluated on perturbed inputs (docs/robustness.md).
 
-Three kinds of perturbation, applied to each batch's :class:`ModelInputs` right before the model:
+Three kinds of perturbation, applied to each batch's ``ModelInputs`` right before the model:
 
 * ``noise``: Gaussian noise added independently at every valid timestep and feature,
   ``x[τ, j] += level · σ_j · ε``, where ``σ_j`` is feature ``j``'s standard deviation over all
@@ -46,6 +46,7 @@ from misalatch.errors import ConfigError, DataFormatError
 from misalatch.evaluation.aggregate import aggregate
 from misalatch.models.outputs import ModelInputs, PerModality
 from misalatch.io.owned import check_target, claim_output
+from misalatch.io.progress import progress_bar
 from misalatch.training.loop import SplitEvaluation, evaluate
 from misalatch.training.run_dir import LoadedRun, load_run
 from misalatch.experiments.robustness_config import (  # noqa: F401 - re-exported
@@ -165,7 +166,7 @@ def _lengths(inputs: ModelInputs, m: str) -> torch.Tensor:
 def perturb_inputs(inputs: ModelInputs, ids: Sequence[str], p: Perturbation, scale: FeatureScale) -> ModelInputs:
     """A perturbed copy of ``inputs`` (CPU, time-first); padding steps stay zero.
 
-    ``drop`` of acoustic / visual is done by the batching (see :func:`spec_for`), so here it only
+    ``drop`` of acoustic / visual is done by the batching (see ``spec_for``), so here it only
     zeroes text vectors.
     """
     if p.is_identity:
@@ -208,7 +209,7 @@ def spec_for(spec: BatchSpec, p: Perturbation) -> BatchSpec:
 
 def evaluate_perturbed(run: LoadedRun, segments: Sequence[Segment], p: Perturbation, scale: FeatureScale,
                        *, batch_size: int | None = None) -> SplitEvaluation:
-    """Evaluate ``run`` on ``segments`` under ``p`` (the identity is plain :func:`evaluate`)."""
+    """Evaluate ``run`` on ``segments`` under ``p`` (the identity is plain ``evaluate``)."""
     def perturb(batch: Batch) -> ModelInputs:
         return perturb_inputs(batch.inputs, batch.ids, p, scale)
 
@@ -642,10 +643,12 @@ def robustness(paths: Sequence[str | Path], out: str | Path, config: RobustnessC
     check_target(out, "robustness", overwrite=overwrite)  # fail before the long part; checked again on claim
     found = find_runs(paths)
     results: list[RunRobustness] = []
-    for run_dir, variant in found:
-        log.info("robustness of %s (variant %s)", run_dir, variant)
-        run = load_run(run_dir, data=data, data_root=data_root, device=device)
-        results.append(run_robustness(run, config, variant=variant))
+    with progress_bar(len(found), "robustness", unit="run") as bar:
+        for run_dir, variant in found:
+            log.info("robustness of %s (variant %s)", run_dir, variant)
+            run = load_run(run_dir, data=data, data_root=data_root, device=device)
+            results.append(run_robustness(run, config, variant=variant))
+            bar.update()
     tasks = {r.task for r in results}
     if len(tasks) > 1:
         raise ConfigError(f"runs of different tasks ({', '.join(sorted(tasks))}) cannot share curves; run them separately")
