@@ -1,6 +1,6 @@
 """The grammar every command shares: ``--config FILE``, lists, split names, ``--threads``.
 
-Every command parses its flags through :func:`parse_flags`, so that a list is written the same way
+Every command parses its flags through ``parse_flags``, so that a list is written the same way
 everywhere (``--seeds 1 2`` and ``--seeds 1,2`` mean the same) and a split is named the same way
 everywhere (``valid``; ``validation``, ``val`` and ``dev`` are accepted as aliases). Nothing here
 imports torch: ``misalatch <command> --help`` must stay fast.
@@ -168,7 +168,7 @@ def apply_threads(requested: int | None) -> int:
     """Set torch's intra-op threads for this process and return the number set.
 
     ``None`` keeps what torch picked by itself (``OMP_NUM_THREADS`` when set, else its core count),
-    capped by :func:`usable_cpus`: a process pinned to 2 CPUs of a 64-core machine must not start 64
+    capped by ``usable_cpus``: a process pinned to 2 CPUs of a 64-core machine must not start 64
     spinning threads. Torch is imported here, after the flags were parsed.
     """
     if requested is not None and requested < 1:

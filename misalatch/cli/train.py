@@ -34,7 +34,7 @@ class TrainCommand(ThreadsFlag):
 
 
 def parse_train_command(argv: list[str]) -> TrainCommand:
-    """The :class:`TrainCommand` a ``misalatch train`` command line means (preset, then file, then flags)."""
+    """The ``TrainCommand`` a ``misalatch train`` command line means (preset, then file, then flags)."""
     path = flag_value(argv, "--config")
     # --model / --preset choose the starting values, so they are read before the other flags
     chosen = {key: value for key in ("model", "preset") if (value := flag_value(argv, f"--{key}")) is not None}

@@ -1,11 +1,11 @@
-"""One entry point from a ``--data`` value to a :class:`CanonicalDataset`.
+"""One entry point from a ``--data`` value to a ``CanonicalDataset``.
 
 The value is dispatched in a fixed order, so that each new source is one more branch:
 
 1. built-in names (``synthetic``, the default: the generated SYNTHETIC MOSI-shaped data);
-2. an existing path: a file by its suffix (:data:`FILE_READERS`, ``.csv`` -> text CSV), a folder by
-   :data:`FOLDER_READERS` (prepared cache folders, SDK/pickle folders: to be added);
-3. dataset names resolved under ``--data-root`` / ``MISALATCH_DATA`` (:data:`NAMED_DATASETS`,
+2. an existing path: a file by its suffix (``FILE_READERS``, ``.csv`` -> text CSV), a folder by
+   ``FOLDER_READERS`` (prepared cache folders, SDK/pickle folders: to be added);
+3. dataset names resolved under ``--data-root`` / ``MISALATCH_DATA`` (``NAMED_DATASETS``,
    ``mosi``, ``mosei``, ``ur_funny``: to be added);
 4. otherwise an error that says what is accepted.
 """

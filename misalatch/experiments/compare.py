@@ -1,6 +1,6 @@
 """Runs and sweeps side by side: one table (Markdown / CSV) and a bar chart with error bars.
 
-Each folder given is read with :func:`misalatch.experiments.folders.read_results`; every variant of
+Each folder given is read with ``misalatch.experiments.folders.read_results``; every variant of
 a sweep, a ``train --seeds`` folder and a single run become one row each, so a published sweep can
 be put next to the run you trained this morning. Means and sample standard deviations (ddof = 1)
 come from the per-seed values; a single run has no std (shown without "±", no error bar).

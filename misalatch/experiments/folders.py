@@ -2,7 +2,7 @@
 
 Everything read here is untrusted (a results file may have been edited, truncated or written by
 someone else): every field is checked where it enters, and a bad one raises
-:class:`~misalatch.errors.DataFormatError` naming the file and the field. Paths named inside a
+``DataFormatError`` naming the file and the field. Paths named inside a
 results file are only followed when they stay inside the folder that holds it.
 
 * a **run** folder holds ``metrics.json`` (what ``misalatch train`` writes for one seed);
@@ -195,7 +195,7 @@ def _inside(root: Path, relative: Any, path: Path, at: str) -> Path | None:
 
 
 def stats_from_values(values: list[float]) -> Stat:
-    """Mean and sample std (ddof=1) of per-seed values, as :func:`misalatch.evaluation.aggregate.aggregate`."""
+    """Mean and sample std (ddof=1) of per-seed values, as ``misalatch.evaluation.aggregate.aggregate``."""
     from misalatch.evaluation.aggregate import aggregate
 
     summary = aggregate([{"v": v} for v in values])["v"]

@@ -5,7 +5,7 @@ Every number comes from the storage (each complete trial carries its run's metri
 epochs run), so the table can be written by any worker, on any machine, even where the run folders
 of other machines are not visible. Per variant: mean ± sample std (ddof = 1) and n of every
 validation and test metric, the per-seed values; per variant against its baseline: the paired
-test-split differences (:mod:`misalatch.experiments.stats`).
+test-split differences (``misalatch.experiments.stats``).
 
 ``results.json`` (format ``misalatch-sweep-results``, version 1)::
 

@@ -1,6 +1,6 @@
 """What ``misalatch robustness`` measures: the settings and their defaults.
 
-Kept apart from :mod:`misalatch.experiments.robustness` (which imports torch) so that the command's
+Kept apart from ``misalatch.experiments.robustness`` (which imports torch) so that the command's
 ``--help`` and flag parsing stay fast.
 """
 

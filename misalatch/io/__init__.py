@@ -1,1 +1,1 @@
-"""Writing files safely: the one atomic writer (:mod:`.atomic`) and owned output folders (:mod:`.owned`)."""
+"""Writing files safely: the one atomic writer (``.atomic``) and owned output folders (``.owned``)."""

@@ -9,9 +9,9 @@ Temporary names are recognisable and carry the writer's pid and host::
 
     .<final-name>.mltmp-<pid>-<token>@<host>
 
-so :func:`cleanup_stale_temporaries` can remove exactly the leftovers of writers that are dead
-(same host, pid no longer running) and nothing else. Staging folders of :mod:`misalatch.io.owned`
-use the same scheme with other tags (``mlstage`` / ``mlold``), and :func:`commit_files` replaces
+so ``cleanup_stale_temporaries`` can remove exactly the leftovers of writers that are dead
+(same host, pid no longer running) and nothing else. Staging folders of ``misalatch.io.owned``
+use the same scheme with other tags (``mlstage`` / ``mlold``), and ``commit_files`` replaces
 several files as one unit through a journal folder (``mlnext``) that is rolled forward after a crash.
 """
 
@@ -246,7 +246,7 @@ def commit_files(folder: str | os.PathLike[str], files: Mapping[str, bytes], *, 
     the files with their sizes and sha256 (the commit point), then the files are renamed into place
     in ``order`` (put a manifest last) and the journal is removed. A crash before the commit point
     leaves the old files untouched (the journal is discarded as a stale temporary); a crash after
-    it is completed by :func:`recover_pending` / :func:`cleanup_stale_temporaries`. ``register`` is
+    it is completed by ``recover_pending`` / ``cleanup_stale_temporaries``. ``register`` is
     called with every name before anything is written (the owned folder's marker).
     """
     root = Path(folder)

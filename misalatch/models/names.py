@@ -1,6 +1,6 @@
 """Name -> value registries (models, feedback variants, training presets), free of torch imports.
 
-Kept apart from :mod:`misalatch.models.registry` so that what only needs names (a preset's values
+Kept apart from ``misalatch.models.registry`` so that what only needs names (a preset's values
 for ``misalatch train --help``) does not import torch.
 """
 
@@ -14,7 +14,7 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """Name → value, filled where each value is defined; unknown names raise :class:`ConfigError`."""
+    """Name → value, filled where each value is defined; unknown names raise ``ConfigError``."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -27,7 +27,7 @@ class Registry(Generic[T]):
         return value
 
     def register(self, name: str) -> Callable[[T], T]:
-        """Decorator form of :meth:`add`."""
+        """Decorator form of ``add``."""
         return lambda value: self.add(name, value)
 
     def names(self) -> tuple[str, ...]:

@@ -1,7 +1,7 @@
 """Models by name (timm-style): a name → the model class, its typed config and its training recipe.
 
-Each model module registers its class with :func:`register_model`; everything above the models room
-(training, evaluation, commands) builds, loads and describes models through :func:`get_model` and
+Each model module registers its class with ``register_model``; everything above the models room
+(training, evaluation, commands) builds, loads and describes models through ``get_model`` and
 the small protocols below, never by importing a model class or branching on a model's name.
 
     spec = get_model("mmlatch")              # ConfigError listing the valid names if unknown

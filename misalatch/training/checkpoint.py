@@ -1,12 +1,12 @@
 """Toolkit checkpoints: safetensors weights + a JSON sidecar + a manifest (DATA.md §9.3).
 
-A checkpoint is a SET of files committed as one unit (:func:`misalatch.io.atomic.commit_files`)::
+A checkpoint is a SET of files committed as one unit (``misalatch.io.atomic.commit_files``)::
 
     best.safetensors        the model's weights
     best.json               the sidecar: format, config, model_config, epoch, metrics, versions
     best.manifest.json      written last: the set's files with their sizes and sha256
 
-and, while a run is in progress, its resumable state (:class:`ResumeState`)::
+and, while a run is in progress, its resumable state (``ResumeState``)::
 
     resume.safetensors      current weights (unless they are the best ones), optimiser moments,
                             RNG states; the best epoch's optimiser moments when ``trials > 1``
@@ -16,7 +16,7 @@ and, while a run is in progress, its resumable state (:class:`ResumeState`)::
 Both sets of one epoch go into ONE commit, so the best weights, the sidecar and the optimiser state
 are always from the same epoch. Loading verifies the manifest (sizes and sha256) before anything
 is read, and every problem — a truncated or garbled file, weights of another configuration, a
-sidecar that is not an object or lacks a field — is a :class:`CheckpointError` naming the file.
+sidecar that is not an object or lacks a field — is a ``CheckpointError`` naming the file.
 """
 
 from __future__ import annotations
@@ -293,7 +293,7 @@ def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source:
 # ----------------------------------------------------------------------------------------------
 @dataclass
 class ResumeState:
-    """Everything :func:`misalatch.training.loop.fit` needs to continue after ``epoch`` exactly."""
+    """Everything ``misalatch.training.loop.fit`` needs to continue after ``epoch`` exactly."""
 
     epoch: int
     model: dict[str, torch.Tensor] | None  # None: the current weights ARE the best weights

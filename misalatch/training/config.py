@@ -1,4 +1,4 @@
-"""The typed run configuration behind ``misalatch train`` and :func:`misalatch.train`.
+"""The typed run configuration behind ``misalatch train`` and ``misalatch.train``.
 
 One flat, frozen dataclass: the command line is derived from it (tyro), a YAML file fills it, and
 the resolved copy is written next to every result. Fields left at ``None`` take the dataset's
@@ -243,7 +243,7 @@ class TrainConfig:
         """Build from a dict (YAML), rejecting unknown keys and wrong types with the key's name.
 
         The values sit on top of a preset: ``preset`` if given, else the recipe of ``model``
-        (:mod:`misalatch.training.presets`); the resolved config records the preset's name.
+        (``misalatch.training.presets``); the resolved config records the preset's name.
         """
         from misalatch.models.registry import get_model
         from misalatch.training.presets import preset_values

@@ -1,9 +1,9 @@
-"""Runs: from a :class:`TrainConfig` to trained, evaluated, saved models.
+"""Runs: from a ``TrainConfig`` to trained, evaluated, saved models.
 
-``train(config)`` sets the run up once (:mod:`misalatch.training.setup`: data loaded, text tokenised
+``train(config)`` sets the run up once (``misalatch.training.setup``: data loaded, text tokenised
 or mapped to ids exactly once), then for each seed builds a fresh model, fits it on the train split
 with model selection on the validation split, evaluates the best checkpoint once on the test split
-and writes its run folder (:mod:`misalatch.training.run_dir`, which also loads runs back).
+and writes its run folder (``misalatch.training.run_dir``, which also loads runs back).
 ``resume_training(run_dir)`` continues a killed run exactly where its last epoch ended.
 """
 
@@ -68,7 +68,7 @@ class RunResult:
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns: one :class:`RunResult` per seed and the aggregate over seeds."""
+    """What ``train`` returns: one ``RunResult`` per seed and the aggregate over seeds."""
 
     out_dir: Path
     runs: list[RunResult]
@@ -172,10 +172,10 @@ def _sha_or_none(path: Path) -> str | None:
 def train(config: TrainConfig | dict[str, Any] | None = None, **overrides: Any) -> TrainResult:
     """Train the configured model (``model``: misa with its feedback variants, or mmlatch); one run per seed.
 
-    ``config`` is a :class:`TrainConfig`, a dict of its fields, or None for the defaults (the
+    ``config`` is a ``TrainConfig``, a dict of its fields, or None for the defaults (the
     built-in synthetic data); keyword ``overrides`` win, over the preset of their ``model`` when no
-    config is given (``train(model="mmlatch")`` uses the MMLatch recipe). Returns a :class:`TrainResult`.
-    The output folder is claimed as :mod:`misalatch.io.owned` describes (docs/reliability.md).
+    config is given (``train(model="mmlatch")`` uses the MMLatch recipe). Returns a ``TrainResult``.
+    The output folder is claimed as ``misalatch.io.owned`` describes (docs/reliability.md).
     """
     if config is None:
         config = TrainConfig.from_dict(overrides)
@@ -229,7 +229,7 @@ RESUME_FLAGS = ("device", "keep_resume_state")
 def resume_training(run_dir: str | Path, **changes: Any) -> TrainResult:
     """Continue a killed ``train`` run in ``run_dir`` with its own config.
 
-    ``changes`` may only set :data:`RESUME_FLAGS`. Seeds that finished are kept, the interrupted one
+    ``changes`` may only set ``RESUME_FLAGS``. Seeds that finished are kept, the interrupted one
     continues after its last saved epoch exactly as it would have, the others are trained.
     """
     bad = sorted(set(changes) - set(RESUME_FLAGS))
