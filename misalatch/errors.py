@@ -1,6 +1,6 @@
 """Exceptions raised where outside input enters misalatch.
 
-The CLI catches :class:`MisalatchError` only and prints its message on one line; anything else is a
+The CLI catches ``MisalatchError`` only and prints its message on one line; anything else is a
 bug and keeps its traceback. ``ConfigError`` and ``DataFormatError`` also derive from ``ValueError``
 so that generic handlers still catch them (as scikit-learn does).
 """

@@ -2,7 +2,7 @@
 
 misalatch never downloads. Every name resolves to something already on this machine (an installed
 package, a local folder or file, the local Hugging Face cache) or fails at once with a
-:class:`ResourceNotFoundError` that says how to make it available (DATA.md §12).
+``ResourceNotFoundError`` that says how to make it available (DATA.md §12).
 
 =====================================  =======  =================================================
 ``--text-encoder``                     kind     resolves to
@@ -107,10 +107,10 @@ def _hub_cache(repo_id: str, cache_dir: str | Path | None) -> ResolvedEncoder:
 
 
 def resolve_text_encoder(name: str | None, *, hf_cache_dir: str | Path | None = None) -> ResolvedEncoder:
-    """Turn a ``--text-encoder`` value into a :class:`ResolvedEncoder` (see the module table).
+    """Turn a ``--text-encoder`` value into a ``ResolvedEncoder`` (see the module table).
 
     ``hf_cache_dir`` overrides the Hugging Face cache folder (default: HF_HUB_CACHE / HF_HOME).
-    Raises :class:`ResourceNotFoundError` with an install or download hint when nothing is on disk.
+    Raises ``ResourceNotFoundError`` with an install or download hint when nothing is on disk.
     """
     if name is None or name.strip().lower() in DEFAULT_NAMES:
         return _minilm()

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up the environment (first run only) and train MISA on the built-in SYNTHETIC MOSI-shaped data.
+# Set up the environment (first run only; the runtime dependencies only: no test or docs tools, no apt,
+# no root) and train MISA on the built-in SYNTHETIC MOSI-shaped data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh

@@ -4,7 +4,7 @@
 # given as the first argument. Nothing is written into the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_env.sh
+bash scripts/setup_env.sh docs
 out=${1:-$(mktemp -d "${TMPDIR:-/tmp}/misalatch-docs.XXXXXX")}
 NO_MKDOCS_2_WARNING=1 PYTHONDONTWRITEBYTECODE=1 .venv/bin/python -m mkdocs build --strict --quiet -d "$out"
 echo "site: $out/index.html"

@@ -169,14 +169,48 @@ def test_site_builds_strict(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "WARNING" not in result.stderr, result.stderr
 
-    cli = (tmp_path / "site" / "cli" / "index.html").read_text(encoding="utf-8")
+    cli = (tmp_path / "site" / "cli.html").read_text(encoding="utf-8")
     from misalatch.training.config import TrainConfig
 
     for field in dataclasses.fields(TrainConfig):  # the generated table reached the page
         assert f"--{field.name.replace('_', '-')}" in cli, field.name
-    reference = (tmp_path / "site" / "api" / "training" / "index.html").read_text(encoding="utf-8")
+    reference = (tmp_path / "site" / "api" / "training.html").read_text(encoding="utf-8")
     assert 'id="misalatch.training.config.TrainConfig"' in reference
+    assert_works_from_disk(tmp_path / "site")
     assert _top_level(REPO) == before_repo and sorted(str(p) for p in DOCS.rglob("*")) == before_docs
+
+
+_HREF = re.compile(r'(?:href|src)="([^"#?]*)[^"]*"')
+_ROLE = re.compile(r":(class|func|mod|data|meth|attr|exc|obj):")
+
+
+def assert_works_from_disk(site: Path) -> None:
+    """Every link between the site's pages names a file, never a folder (a browser opening the site from
+    disk shows a folder's listing, not its index.html); no page shows a raw Sphinx role."""
+    pages = sorted(p for p in site.rglob("*.html") if p.name != "404.html")  # 404.html: only for a server
+    assert pages
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        for target in _HREF.findall(text):
+            if not target or re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("//"):
+                continue  # a same-page anchor, a URL, a data: image
+            resolved = (page.parent / target).resolve()
+            assert resolved.is_file(), f"{page.relative_to(site)}: link {target!r} is a folder or missing"
+        body = re.sub(r"<(script|style)\b.*?</\1>", "", text, flags=re.S)
+        assert not _ROLE.search(re.sub(r"<[^>]+>", "", body)), f"{page.relative_to(site)}: a raw Sphinx role"
+
+
+def test_disk_check_sees_folder_links_and_roles(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "index.html").write_text("<p>x</p>")
+    (tmp_path / "index.html").write_text('<a href="sub/">sub</a>')
+    with pytest.raises(AssertionError, match="is a folder or missing"):
+        assert_works_from_disk(tmp_path)
+    (tmp_path / "index.html").write_text('<a href="sub/index.html">sub</a> see :class:<code>X</code>')
+    with pytest.raises(AssertionError, match="raw Sphinx role"):
+        assert_works_from_disk(tmp_path)
+    (tmp_path / "index.html").write_text('<a href="sub/index.html#top">sub</a> <a href="https://x.org/">x</a>')
+    assert_works_from_disk(tmp_path)
 
 
 def _tiny_site(tmp_path: Path, pages: dict[str, str], plugins: list | None = None) -> Path:

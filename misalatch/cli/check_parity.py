@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
+from dataclasses import dataclass
+
+import tyro
+
+from misalatch.cli._config import ThreadsFlag, apply_threads, parse_flags
+
+
+@dataclass(frozen=True)
+class CheckParityArgs(ThreadsFlag):
+    """Compare the MISA model with golden vectors recorded from the original MISA code (docs/misa.md):
+    one line per compared tensor; the exit status is 0 only when every tensor of every file matches."""
+
+    files: tyro.conf.Positional[tuple[str, ...]]
+    """Golden .safetensors file(s), each with its .json beside it."""
 
 
 def main(argv: list[str]) -> int:
     """Print one line per compared tensor; exit 0 only when every tensor of every file matches."""
-    import torch
-
+    args = parse_flags(CheckParityArgs, argv, prog="misalatch check-parity")
     from misalatch.models.parity import check_parity
 
-    parser = argparse.ArgumentParser(
-        prog="misalatch check-parity", description="Parity with the original MISA code on golden vector files (MISA.md §13)."
-    )
-    parser.add_argument("files", nargs="+", type=Path, help="golden .safetensors file(s) with their .json beside")
-    args = parser.parse_args(argv)
+    apply_threads(args.threads)
     all_ok = True
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     for file in args.files:
         report = check_parity(file)
         print(f"# {report.case} ({file})")

@@ -7,6 +7,8 @@ from typing import Literal, Optional
 
 import tyro
 
+from misalatch.cli._config import parse_flags
+
 
 @dataclass(frozen=True)
 class CompareArgs:
@@ -15,7 +17,9 @@ class CompareArgs:
     with error bars. Example: misalatch compare runs/misa runs/static sweeps/mosi --out comparisons/today"""
 
     folders: tyro.conf.Positional[tuple[str, ...]]
-    split: Literal["test", "validation"] = "test"
+    """Run folders (misalatch train) or sweep folders (misalatch sweep)."""
+    split: Literal["valid", "test"] = "test"
+    """The split whose metrics are compared (validation is also accepted for valid)."""
     metrics: Optional[tuple[str, ...]] = None
     """Metric keys to show (default: every metric, e.g. mae corr acc2_non0 acc7)."""
     out: Optional[str] = None
@@ -29,7 +33,7 @@ class CompareArgs:
 def main(argv: list[str]) -> int:
     from misalatch.experiments.compare import compare, to_markdown, write_comparison
 
-    args = tyro.cli(CompareArgs, args=argv, prog="misalatch compare")
+    args = parse_flags(CompareArgs, argv, prog="misalatch compare")
     comparison = compare(list(args.folders), split=args.split, metrics=args.metrics,
                          trust_unverified=args.trust_unverified)
     print(to_markdown(comparison), end="")

@@ -36,11 +36,12 @@ def _table() -> str:
 
 def main(argv: list[str]) -> int:
     """Parse ``argv``, download, print the saved path; returns the exit code."""
+    from misalatch.cli._config import parse_flags
     from misalatch.data.download import download
     from misalatch.errors import ConfigError
 
     try:
-        args = tyro.cli(DownloadArgs, args=argv, prog="misalatch download")
+        args = parse_flags(DownloadArgs, argv, prog="misalatch download")
     except SystemExit as exit_:  # --help, or a flag tyro could not parse (it printed why)
         return int(exit_.code or 0)
     if args.list:
@@ -48,6 +49,8 @@ def main(argv: list[str]) -> int:
         return 0
     if not args.name:
         raise ConfigError("give the name of a file to download (misalatch download --list shows them)")
-    path = download(args.name, args.dest, base_url=args.base_url, progress=True)
+    from misalatch.io.progress import progress_enabled
+
+    path = download(args.name, args.dest, base_url=args.base_url, progress=progress_enabled())
     print(f"saved: {path}")
     return 0

@@ -9,13 +9,11 @@ from typing import Literal, Optional
 
 import tyro
 
-from misalatch.evaluation.report import format_metrics_table
-from misalatch.io.atomic import atomic_write_text
-from misalatch.io.owned import check_file_target, record_written, refuse_links
+from misalatch.cli._config import ThreadsFlag, apply_threads, parse_flags
 
 
 @dataclass(frozen=True)
-class EvaluateArgs:
+class EvaluateArgs(ThreadsFlag):
     """Re-evaluate a saved run on its validation and test splits (or on other data)."""
 
     run_dir: tyro.conf.Positional[str]
@@ -42,9 +40,13 @@ def _is_evaluation_json(path: Path) -> bool:
 
 
 def main(argv: list[str]) -> int:
+    args = parse_flags(EvaluateArgs, argv, prog="misalatch evaluate")
+    from misalatch.evaluation.report import format_metrics_table
+    from misalatch.io.atomic import atomic_write_text
+    from misalatch.io.owned import check_file_target, record_written, refuse_links
     from misalatch.training.run_dir import evaluate_run, load_run
 
-    args = tyro.cli(EvaluateArgs, args=argv, prog="misalatch evaluate")
+    apply_threads(args.threads)
     out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
     check_file_target(out, overwrite=args.overwrite or args.out is None, looks_ours=_is_evaluation_json)
     if args.plots:  # the plots go into RUN_DIR: refuse a link there now, not after evaluation.json is written

@@ -9,12 +9,12 @@ from typing import Literal, Optional
 
 import tyro
 
+from misalatch.cli._config import ThreadsFlag, apply_threads, parse_flags
 from misalatch.errors import MisalatchError
-from misalatch.io.owned import check_target, claim_output
 
 
 @dataclass(frozen=True)
-class MasksArgs:
+class MasksArgs(ThreadsFlag):
     """Export the feedback masks of a trained MISA+MMLatch run on one split: masks.npz, feature x time
     heatmaps of chosen samples, the mean mask per feature (PNG) and summary.json (mean, Gini,
     per-label-class means)."""
@@ -61,11 +61,13 @@ def _run_model(run_dir: str) -> tuple[str, bool]:
 
 
 def main(argv: list[str]) -> int:
+    args = parse_flags(MasksArgs, argv, prog="misalatch masks")
     from misalatch.data.batching import iterate_batches
     from misalatch.evaluation.masks import collect_masks, export_masks
+    from misalatch.io.owned import check_target, claim_output
     from misalatch.training.run_dir import load_run
 
-    args = tyro.cli(MasksArgs, args=argv, prog="misalatch masks")
+    apply_threads(args.threads)
     if not Path(args.run_dir).is_dir():
         raise MisalatchError(f"{args.run_dir}: no such run folder")
     from misalatch.training.checkpoint import verify_manifest

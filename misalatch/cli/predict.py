@@ -10,11 +10,11 @@ from typing import Literal, Optional
 
 import tyro
 
-from misalatch.io.owned import check_file_target, record_written
+from misalatch.cli._config import ThreadsFlag, apply_threads, parse_flags
 
 
 @dataclass(frozen=True)
-class PredictArgs:
+class PredictArgs(ThreadsFlag):
     """Write one prediction per segment id of a split as CSV."""
 
     run_dir: tyro.conf.Positional[str]
@@ -52,6 +52,7 @@ def _is_predictions_csv(path: Path) -> bool:
 
 def _predict_media(args: PredictArgs) -> int:
     from misalatch.errors import ConfigError
+    from misalatch.io.owned import check_file_target, record_written
     from misalatch.training.predict_media import is_media_predictions_csv, predict_media, write_media_predictions
 
     if args.data is not None or args.split != "test":
@@ -72,9 +73,11 @@ def _predict_media(args: PredictArgs) -> int:
 
 
 def main(argv: list[str]) -> int:
+    args = parse_flags(PredictArgs, argv, prog="misalatch predict")
+    from misalatch.io.owned import check_file_target, record_written
     from misalatch.training.run_dir import evaluate_run, load_run, write_predictions
 
-    args = tyro.cli(PredictArgs, args=argv, prog="misalatch predict")
+    apply_threads(args.threads)
     if args.media is not None:
         return _predict_media(args)
     if args.transcripts is not None or args.text is not None or args.word_timings is not None:

@@ -28,13 +28,12 @@ class PrepareArgs(PrepareSource):
 
 def main(argv: list[str]) -> int:
     """``misalatch prepare --format F ... --out DIR``; returns the exit code."""
-    import tyro
-
+    from misalatch.cli._config import parse_flags
     from misalatch.data.cache import check_out_dir, read_prepared_info, save_prepared
     from misalatch.data.prepare import check_source, log_summary, read_any
 
     try:
-        args = tyro.cli(PrepareArgs, args=argv, prog="misalatch prepare", description=_DESCRIPTION)
+        args = parse_flags(PrepareArgs, argv, prog="misalatch prepare", description=_DESCRIPTION)
     except SystemExit as exit_:  # --help, or a flag tyro could not parse (it printed why)
         return int(exit_.code or 0)
     check_source(args)

@@ -7,9 +7,11 @@ from typing import Literal
 
 import tyro
 
+from misalatch.cli._config import ThreadsFlag, apply_threads, parse_flags
+
 
 @dataclass(frozen=True)
-class ReportArgs:
+class ReportArgs(ThreadsFlag):
     """One self-contained HTML page (images embedded, no network) of a sweep, a multi-seed train folder or a
     run: results table, paired comparison, curves, prediction plots and, for feedback runs, the mask plots.
     Example: misalatch report sweeps/mosi --out mosi-report.html"""
@@ -29,9 +31,11 @@ class ReportArgs:
 
 
 def main(argv: list[str]) -> int:
+    args = parse_flags(ReportArgs, argv, prog="misalatch report")
     from misalatch.experiments.html_report import report
 
-    args = tyro.cli(ReportArgs, args=argv, prog="misalatch report")
+    if args.masks and args.compute_masks:
+        apply_threads(args.threads)  # masks computed in memory run the model
     path = report(args.folder, args.out, masks=args.masks, compute_masks=args.compute_masks,
                   mask_split=args.mask_split, device=args.device, trust_unverified=args.trust_unverified)
     print(f"written: {path}")

@@ -8,7 +8,8 @@ from typing import Literal, Optional
 
 import tyro
 
-from misalatch.experiments.robustness import DEFAULT_LEVELS, DEFAULT_PLOT_METRICS, DEFAULT_SEEDS, NAMES
+from misalatch.cli._config import ThreadsFlag, apply_threads, parse_flags
+from misalatch.experiments.robustness_config import DEFAULT_LEVELS, DEFAULT_PLOT_METRICS, DEFAULT_SEEDS, NAMES
 
 _HELP = (
     "Evaluate trained runs under Gaussian noise per timestep (x train std), random frame drop and a whole "
@@ -18,7 +19,7 @@ _HELP = (
 
 
 @dataclass(frozen=True)
-class RobustnessArgs:
+class RobustnessArgs(ThreadsFlag):
     """Robustness curves of one run, several runs or whole sweep folders (variants side by side)."""
 
     paths: tyro.conf.Positional[tuple[str, ...]]
@@ -50,9 +51,10 @@ class RobustnessArgs:
 
 
 def main(argv: list[str]) -> int:
+    args = parse_flags(RobustnessArgs, argv, prog="misalatch robustness", description=_HELP)
     from misalatch.experiments.robustness import RobustnessConfig, robustness
 
-    args = tyro.cli(RobustnessArgs, args=argv, prog="misalatch robustness", description=_HELP)
+    apply_threads(args.threads)
     config = RobustnessConfig(noise_levels=args.levels, frame_rates=args.frame_rates, seeds=args.seeds,
                               split=args.split, conditions=tuple(args.conditions), batch_size=args.batch_size,
                               plot_metrics=args.metrics)

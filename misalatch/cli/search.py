@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-import tyro
-
+from misalatch.cli._config import ThreadsFlag, apply_threads, parse_flags
 from misalatch.cli.sweep import split_argv
 from misalatch.errors import ConfigError
 
@@ -15,7 +14,7 @@ from misalatch.errors import ConfigError
 # misalatch search
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class SearchArgs:
+class SearchArgs(ThreadsFlag):
     """Hyper-parameter search on the VALIDATION split only (Optuna TPE, median pruning on the per-epoch
     dev loss); the test split is never evaluated. Exports the best configuration as OUT/best.yaml for
     misalatch train --config / misalatch sweep --config. Any misalatch train flag fixes a setting.
@@ -38,6 +37,8 @@ class SearchArgs:
     """dev_loss (validation task loss, minimised) or a validation metric (mae minimised, others maximised)."""
     sampler_seed: Optional[int] = None
     """Seed of the TPE sampler (per worker)."""
+    wait: float = 600
+    """With --join: seconds to wait for the study to appear (a worker may start before the sweep does)."""
     retries: int = 1
     """Extra attempts for a trial whose worker died."""
     heartbeat: int = 30
@@ -47,14 +48,15 @@ class SearchArgs:
 
 
 def main(argv: list[str]) -> int:
+    mine, train_argv = split_argv(argv, SearchArgs)
+    if "-h" in mine or "--help" in mine:
+        parse_flags(SearchArgs, ["--help"], prog="misalatch search")
+    args = parse_flags(SearchArgs, mine, prog="misalatch search")
     from misalatch.experiments.search import SearchSpec, default_space, join_search, load_space, run_search_worker, start_search
     from misalatch.experiments.studies import Liveness, redact
     from misalatch.cli.train import parse_train_args
 
-    mine, train_argv = split_argv(argv, SearchArgs)
-    if "-h" in mine or "--help" in mine:
-        tyro.cli(SearchArgs, args=["--help"], prog="misalatch search")
-    args = tyro.cli(SearchArgs, args=mine, prog="misalatch search")
+    apply_threads(args.threads)
     liveness = Liveness(heartbeat_interval=args.heartbeat, grace_period=args.grace or 4 * args.heartbeat,
                         retries=args.retries)
     if args.join:
@@ -62,6 +64,9 @@ def main(argv: list[str]) -> int:
             raise ConfigError("--join takes the space and every setting from the study; remove the other flags")
         if not args.storage or not args.study:
             raise ConfigError("--join needs --storage URL and --study NAME")
+        from misalatch.experiments.studies import wait_for_study
+
+        wait_for_study(args.study, args.storage, timeout=args.wait, on_wait=print)
         search = join_search(args.storage, args.study, out=args.out, liveness=liveness, sampler_seed=args.sampler_seed)
     else:
         if not args.out:

@@ -1,9 +1,10 @@
 """``misalatch sweep``: flags of its own plus any ``misalatch train`` flag (also used by ``search``).
 
 The command's own flags are a typed dataclass (tyro); everything else on the line is a training
-flag, parsed by the train command's own parser. For a sweep, a training flag whose value is a comma
-list (``--feedback none,static``, ``--lr 1e-4,3e-4``) becomes a grid dimension; each value is
-parsed and checked by the same parser, one at a time.
+flag, parsed by the train command's own parser. For a sweep, a training flag given several values
+(``--feedback none,static`` or ``--feedback none static``, ``--lr 1e-4,3e-4``) becomes a grid
+dimension; each value is parsed and checked by the same parser, one at a time. A training flag that
+takes a list itself (``--synthetic-size 60 20 20``) is never a grid dimension.
 """
 
 from __future__ import annotations
@@ -15,18 +16,21 @@ from typing import Optional
 
 import tyro
 
+from misalatch.cli._config import ThreadsFlag, apply_threads, flag_kinds, normalize_argv, parse_flags
 from misalatch.errors import ConfigError
 from misalatch.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
 _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+_TRAIN_LISTS = flag_kinds(TrainConfig).lists  # flags that take a list of values themselves
 
 
 def split_argv(argv: list[str], own: type) -> tuple[list[str], list[str]]:
     """Separate the flags of the dataclass ``own`` (and -h/--help) from the training flags."""
     fields = {f.name.replace("_", "-"): f for f in dataclasses.fields(own)}
     booleans = {name for name, f in fields.items() if f.type in (bool, "bool")}
+    lists = {flag[2:] for flag in flag_kinds(own).lists}
     mine, rest = [], []
     i = 0
     while i < len(argv):
@@ -41,6 +45,9 @@ def split_argv(argv: list[str], own: type) -> tuple[list[str], list[str]]:
                     raise ConfigError(f"--{name} needs a value")
                 mine.append(argv[i + 1])
                 i += 1
+                while name in lists and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                    mine.append(argv[i + 1])  # --seeds 1 2 3: every value up to the next flag
+                    i += 1
         else:
             rest.append(arg)
         i += 1
@@ -48,23 +55,30 @@ def split_argv(argv: list[str], own: type) -> tuple[list[str], list[str]]:
 
 
 def grid_from_argv(argv: list[str]) -> tuple[list[str], dict[str, list[str]]]:
-    """Pull comma lists out of training flags: (argv with the first value of each, {field: values})."""
+    """Pull lists out of training flags (``--lr 1e-4,3e-4`` or ``--lr 1e-4 3e-4``): (argv with the first
+    value of each, {field: values}). Flags that take a list themselves keep theirs."""
+    argv = normalize_argv(argv, flag_kinds(TrainConfig))
     out, grid = [], {}
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg.startswith("--") and arg not in ("--config",):
-            flag, eq, inline = arg.partition("=")
-            field = flag[2:].replace("-", "_")
-            value: Optional[str] = inline if eq else (argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else None)
-            if field in _TRAIN_FIELDS and value is not None and "," in value:
-                values = [v.strip() for v in value.split(",")]
-                if any(not v for v in values):
-                    raise ConfigError(f"{flag} {value}: an empty value in the comma list")
+        flag, eq, inline = arg.partition("=")
+        field = flag[2:].replace("-", "_")
+        if arg.startswith("--") and flag not in ("--config",) and flag not in _TRAIN_LISTS and field in _TRAIN_FIELDS:
+            if eq:
+                values, i = [inline], i + 1
+            else:
+                values, i = [], i + 1
+                while i < len(argv) and not argv[i].startswith("--"):
+                    values.append(argv[i])
+                    i += 1
+            values = [v.strip() for raw in values for v in (raw.split(",") if "," in raw else [raw])]
+            if any(not v for v in values):
+                raise ConfigError(f"{flag} {','.join(values)}: an empty value in the list")
+            if len(values) > 1:
                 grid[field] = values
-                out += [flag, values[0]]
-                i += 1 if eq else 2
-                continue
+            out += [flag, *values[:1]]
+            continue
         out.append(arg)
         i += 1
     return out, grid
@@ -87,18 +101,18 @@ def typed_values(base: TrainConfig, field: str, values: list[str]) -> tuple:
 # misalatch sweep
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class SweepArgs:
+class SweepArgs(ThreadsFlag):
     """Run a grid of training settings × seeds as one Optuna study; write results.{md,csv,json,png}.
 
-    Any `misalatch train` flag applies to every run; a comma list (--feedback none,static,
-    --lr 1e-4,3e-4) makes it a dimension of the grid. Example:
-    misalatch sweep --data mosi --feedback none,sequence,static --seeds 1111,1112,1113 --out sweeps/mosi
+    Any `misalatch train` flag (--config FILE.yaml included) applies to every run; several values
+    (--feedback none,static or --feedback none static, --lr 1e-4,3e-4) make it a dimension of the grid.
+    Example: misalatch sweep --data mosi --feedback none sequence static --seeds 1111 1112 1113 --out sweeps/mosi
     """
 
     out: Optional[str] = None
     """Sweep folder: run folders, results and (by default) the study database. Required unless --join."""
-    seeds: str = ",".join(map(str, (1111, 1112, 1113, 1114, 1115)))
-    """Comma list of seeds, a dimension of the grid."""
+    seeds: tuple[int, ...] = (1111, 1112, 1113, 1114, 1115)
+    """Seeds, a dimension of the grid (--seeds 1 2 or --seeds 1,2)."""
     storage: Optional[str] = None
     """Optuna storage URL (default sqlite:///OUT/study.db); postgresql+psycopg2://..., mysql+pymysql://... or
     journal:PATH let workers on other machines --join."""
@@ -111,6 +125,8 @@ class SweepArgs:
     variants: Optional[str] = None
     """YAML file of named variants (name: {setting: value, ...}): a grid dimension 'variant' over these points,
     for sweeps that are not a product of flags; a variant setting model or preset starts from that recipe."""
+    wait: float = 600
+    """With --join: seconds to wait for the study to appear (a worker may start before the sweep does)."""
     retries: int = 1
     """Extra attempts for a run that raised or whose worker died."""
     heartbeat: int = 30
@@ -123,13 +139,13 @@ class SweepArgs:
 
 def parse_sweep(argv: list[str]):
     """(SweepArgs, SweepSpec or None for --join) from a ``misalatch sweep`` command line."""
+    mine, train_argv = split_argv(argv, SweepArgs)
+    if "-h" in mine or "--help" in mine:
+        parse_flags(SweepArgs, ["--help"], prog="misalatch sweep")
+    args = parse_flags(SweepArgs, mine, prog="misalatch sweep")
     from misalatch.experiments.sweep import SweepSpec, default_baseline
     from misalatch.cli.train import parse_train_args
 
-    mine, train_argv = split_argv(argv, SweepArgs)
-    if "-h" in mine or "--help" in mine:
-        tyro.cli(SweepArgs, args=["--help"], prog="misalatch sweep")
-    args = tyro.cli(SweepArgs, args=mine, prog="misalatch sweep")
     if args.join:
         if train_argv:
             raise ConfigError(f"--join takes the grid and every setting from the study; remove {' '.join(train_argv)}")
@@ -140,12 +156,9 @@ def parse_sweep(argv: list[str]):
         raise ConfigError("--out FOLDER is required (where the run folders and results go)")
     train_argv, raw_grid = grid_from_argv(train_argv)
     base = parse_train_args(train_argv)
-    if base.seeds:
-        raise ConfigError("give the sweep's seeds as a comma list: --seeds 1111,1112,1113")
-    try:
-        seeds = tuple(int(s) for s in args.seeds.replace(" ", ",").split(",") if s)
-    except ValueError:
-        raise ConfigError(f"--seeds {args.seeds}: expected a comma list of integers") from None
+    seeds = tuple(args.seeds)
+    if not seeds:
+        raise ConfigError("--seeds: give at least one seed")
     grid = {field: typed_values(base, field, values) for field, values in raw_grid.items()}
     named = read_variants(args.variants) if args.variants else {}
     if named:
@@ -182,14 +195,18 @@ def read_variants(path: str) -> dict[str, dict]:
 
 
 def main(argv: list[str]) -> int:
+    args, spec = parse_sweep(argv)
     from misalatch.experiments.results import write_results
     from misalatch.experiments.studies import Liveness, redact
     from misalatch.experiments.sweep import join_sweep, progress, run_worker, start_sweep
 
-    args, spec = parse_sweep(argv)
+    apply_threads(args.threads)
     liveness = Liveness(heartbeat_interval=args.heartbeat, grace_period=args.grace or 4 * args.heartbeat,
                         retries=args.retries)
     if spec is None:
+        from misalatch.experiments.studies import wait_for_study
+
+        wait_for_study(args.study, args.storage, timeout=args.wait, on_wait=print)
         sweep = join_sweep(args.storage, args.study, out=args.out, liveness=liveness)
     else:
         sweep = start_sweep(spec, args.out, storage=args.storage, study=args.study, liveness=liveness)

@@ -60,7 +60,7 @@ def _pad_batch_first(arrays: Sequence[np.ndarray], value: int) -> torch.Tensor:
 
 
 def collate(segments: Sequence[Segment], spec: BatchSpec) -> Batch:
-    """Pad a list of segments into one :class:`Batch` (lengths on the CPU)."""
+    """Pad a list of segments into one ``Batch`` (lengths on the CPU)."""
     if not segments:
         raise ValueError("cannot collate an empty batch")
     ids = [s.id for s in segments]
@@ -139,7 +139,7 @@ def batch_order(
     """The index batches of one pass.
 
     ``random``: one seeded permutation cut into batches (the original's order). ``bucketed``: the
-    same permutation cut into pools of :data:`BUCKET_POOL_BATCHES` batches, each pool sorted by
+    same permutation cut into pools of ``BUCKET_POOL_BATCHES`` batches, each pool sorted by
     length (stable, so equal lengths stay in random order), cut into batches, and the batches of
     every pool shuffled together: every batch holds similar lengths, so little padding is run.
     """
@@ -173,7 +173,7 @@ def iterate_batches(
     batching: str = "random",
     lengths: np.ndarray | None = None,
 ) -> Iterator[Batch]:
-    """Yield batches in file order, or shuffled with the run's seeded generator (see :func:`batch_order`)."""
+    """Yield batches in file order, or shuffled with the run's seeded generator (see ``batch_order``)."""
     if batching == "bucketed" and shuffle and lengths is None:
         lengths = segment_lengths(segments, spec)
     for n, idx in enumerate(batch_order(len(segments), batch_size, shuffle=shuffle, generator=generator,

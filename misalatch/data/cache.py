@@ -13,7 +13,7 @@ A prepared folder holds::
                            e.g. visual (ΣT, d_v) + visual_offsets; words as a unicode array + offsets.
                            <field>_present (N,) marks segments that have the field when not all do.
 
-Saving claims the folder like every misalatch output (:mod:`misalatch.io.owned`: a ``run.json``
+Saving claims the folder like every misalatch output (``misalatch.io.owned``: a ``run.json``
 marker, a lock, a hidden staging sibling swapped in once complete), so a crash never leaves a
 half-written dataset and ``--overwrite`` never replaces a folder misalatch did not write. Loading uses ``np.load(allow_pickle=False)``, JSON and safetensors only: it
 never unpickles anything, so a prepared folder from elsewhere is safe to open.
@@ -80,7 +80,7 @@ def _unicode_array(values: list[str]) -> np.ndarray:
 
 
 def _split_arrays(split: str, segs: list[Segment], task: str) -> dict[str, np.ndarray]:
-    """Concatenated arrays plus offsets for one split (the inverse of :func:`_split_segments`)."""
+    """Concatenated arrays plus offsets for one split (the inverse of ``_split_segments``)."""
     n = len(segs)
     label_dtype = np.int64 if task == "classification" else np.float64  # float64: labels round-trip exactly
     out: dict[str, np.ndarray] = {
@@ -295,14 +295,14 @@ def is_prepared(path: str | os.PathLike[str]) -> bool:
 
 def check_out_dir(out_dir: str | os.PathLike[str], *, overwrite: bool = False) -> None:
     """Raise ConfigError unless ``out_dir`` may receive a prepared dataset (called again by
-    :func:`save_prepared`; callers use it to fail before a long read). The rules are those of every
-    misalatch output folder (:func:`misalatch.io.owned.check_target`)."""
+    ``save_prepared``; callers use it to fail before a long read). The rules are those of every
+    misalatch output folder (``misalatch.io.owned.check_target``)."""
     check_target(out_dir, "prepare", overwrite=overwrite)
 
 
 def prepared_files(dataset: CanonicalDataset) -> dict[str, bytes]:
     """The files of a prepared folder for ``dataset`` (name -> bytes), built in memory: a bad dataset
-    fails before anything touches the disk. :func:`save_prepared` writes them into a claimed folder;
+    fails before anything touches the disk. ``save_prepared`` writes them into a claimed folder;
     ``misalatch extract`` commits them as one unit beside its per-clip cache."""
     dataset_fields = {
         "name": dataset.name,
@@ -389,7 +389,7 @@ def _version() -> str:
 
 
 def load_prepared(path: str | os.PathLike[str], *, verify: bool = True) -> CanonicalDataset:
-    """Read a prepared folder (or its ``meta.json``) back into a :class:`CanonicalDataset`.
+    """Read a prepared folder (or its ``meta.json``) back into a ``CanonicalDataset``.
 
     Never unpickles. ``verify`` recomputes the content fingerprint and refuses a folder whose
     content no longer matches its ``meta.json``.

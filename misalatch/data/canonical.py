@@ -1,8 +1,8 @@
 """The canonical dataset every reader produces (DATA.md §1.1).
 
-A :class:`CanonicalDataset` holds three splits of :class:`Segment` objects plus dataset-level facts
+A ``CanonicalDataset`` holds three splits of ``Segment`` objects plus dataset-level facts
 (task, alignment, vocabulary, word vectors, preparation counts). Readers fill ``words`` and the
-feature arrays; :mod:`misalatch.data.text` adds ``text_ids`` / ``bert_ids`` exactly once, when the
+feature arrays; ``misalatch.data.text`` adds ``text_ids`` / ``bert_ids`` exactly once, when the
 text encoder is known. Nothing here depends on torch.
 """
 

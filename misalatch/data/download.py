@@ -8,7 +8,7 @@ by name (``misalatch download NAME``). The CMU host is known to be unreliable (D
 * the file appears under its final name only after its sha256 matched (or, where no checksum is
   known, after the computed sha256 was logged so the user can record it);
 * an existing final file is never overwritten;
-* every failure is a :class:`DownloadError` that says what happened and what to do; a partial file
+* every failure is a ``DownloadError`` that says what happened and what to do; a partial file
   is kept for resuming, a complete file with the wrong checksum is deleted.
 
 URLs are the SDK's standard recipes (``mmsdk/mmdatasdk/dataset/standard_datasets/CMU_MOSI/cmu_mosi.py``,

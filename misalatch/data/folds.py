@@ -66,7 +66,7 @@ def load_folds(dataset: str, path: str | Path | None = None) -> dict[str, set[st
     """Video ids per split for ``dataset`` (``mosi``, ``mosei``): ``{"train", "valid", "test"} -> set``.
 
     ``path`` None reads the standard folds shipped with misalatch; a user JSON file overrides them.
-    Raises :class:`DataFormatError` naming the file when the dataset is absent, a split is not a
+    Raises ``DataFormatError`` naming the file when the dataset is absent, a split is not a
     list, or a video sits in two splits.
     """
     data, source = _read_bytes(path)

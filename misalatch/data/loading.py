@@ -1,11 +1,11 @@
-"""One entry point from a ``--data`` value to a :class:`CanonicalDataset`.
+"""One entry point from a ``--data`` value to a ``CanonicalDataset``.
 
 The value is dispatched in a fixed order, so that each new source is one more branch:
 
 1. built-in names (``synthetic``, the default: the generated SYNTHETIC MOSI-shaped data);
-2. an existing path: a file by its suffix (:data:`FILE_READERS`, ``.csv`` -> text CSV), a folder by
-   :data:`FOLDER_READERS` (prepared cache folders, SDK/pickle folders: to be added);
-3. dataset names resolved under ``--data-root`` / ``MISALATCH_DATA`` (:data:`NAMED_DATASETS`,
+2. an existing path: a file by its suffix (``FILE_READERS``, ``.csv`` -> text CSV), a folder by
+   ``FOLDER_READERS`` (prepared cache folders, SDK/pickle folders: to be added);
+3. dataset names resolved under ``--data-root`` / ``MISALATCH_DATA`` (``NAMED_DATASETS``,
    ``mosi``, ``mosei``, ``ur_funny``: to be added);
 4. otherwise an error that says what is accepted.
 """
@@ -53,12 +53,41 @@ def _named_under_root(name: str) -> Callable[[Path | None, int], CanonicalDatase
             if path.is_dir():
                 return _read_path(path)
         looked = ", ".join(str(p) for p in candidates)
-        raise DataFormatError(
-            f"dataset {name!r} not found under the data root {root}: looked for {looked}; create it with "
-            f"`misalatch prepare --format ... --out {root / name}`"
-        )
+        raise DataFormatError(f"dataset {name!r} not found under the data root {root}: looked for {looked}; "
+                              + how_to_make(name, root / name))
 
     return load
+
+
+# The commands that make a prepared folder of each named dataset (docs/data.md has the details).
+_MAKE = {
+    "mosi": ("misalatch download CMU_MOSI_Opinion_Labels --dest raw/mosi (and the words, visual, acoustic files, "
+             "misalatch download --list), then misalatch prepare --format csd --dataset mosi "
+             "--labels raw/mosi/CMU_MOSI_Opinion_Labels.csd --words raw/mosi/CMU_MOSI_TimestampedWords.csd "
+             "--visual raw/mosi/CMU_MOSI_Visual_Facet_41.csd --acoustic raw/mosi/CMU_MOSI_COVAREP.csd --out {out}; "
+             "or, from the MMSA/MISA pickle: misalatch prepare --format mmsa --input MOSI/aligned_50.pkl --out {out}"),
+    "mosei": ("misalatch download CMU_MOSEI_LabelsSentiment --dest raw/mosei (and the words, visual, acoustic files, "
+              "misalatch download --list), then misalatch prepare --format csd --dataset mosei ... --out {out}; "
+              "or misalatch prepare --format mmsa --input MOSEI/aligned_50.pkl --out {out}"),
+    "ur_funny": "misalatch prepare --format urfunny --input ted_humor_sdk_v1 --version 1 --out {out}",
+}
+
+
+def _family_of(name: str) -> str | None:
+    """mosi / mosei / ur_funny when a folder name says which dataset it is meant to hold."""
+    lowered = name.lower()
+    for family in ("mosei", "mosi", "ur_funny", "urfunny"):
+        if family in lowered:
+            return "ur_funny" if family == "urfunny" else family
+    return None
+
+
+def how_to_make(name: str, out: Path) -> str:
+    """The commands that make the prepared folder ``out`` of dataset ``name`` (for error messages)."""
+    recipe = _MAKE.get(name)
+    if recipe is None:
+        return f"create it with misalatch prepare --format ... --out {out} (docs/data.md)"
+    return f"make it with: {recipe.format(out=out)} (docs/data.md)"
 
 
 for _name in ("mosi", "mosei", "ur_funny"):
@@ -133,7 +162,9 @@ def load_dataset(spec: str = DEFAULT_DATA, *, data_root: str | None = None,
             dataset = NAMED_DATASETS[spec.lower()](root, seed)
         elif any(sep in spec for sep in ("/", os.sep)) or Path(spec).suffix:
             tried = " or ".join(str(p) for p in candidates)
-            raise DataFormatError(f"no such file or folder: {tried}")
+            family = _family_of(Path(spec).name)
+            hint = f"; {how_to_make(family, Path(spec))}" if family and not Path(spec).suffix else ""
+            raise DataFormatError(f"no such file or folder: {tried}{hint}")
         else:
             raise ConfigError(f"unknown dataset {spec!r}; {_accepted(root)}")
     dataset.validate(spec)

@@ -1,8 +1,8 @@
 """Read a dataset in any standard format with the matching reader (``misalatch prepare``'s library).
 
-:class:`PrepareSource` says what to read; :func:`read_any` checks that its fields fit the format and
+``PrepareSource`` says what to read; ``read_any`` checks that its fields fit the format and
 reads it. The command line (``misalatch prepare``) adds the output folder. The prepared folder
-(DATA.md §3.8, :mod:`misalatch.data.cache`) is pickle-free and is what ``--data DIR`` loads afterwards,
+(DATA.md §3.8, ``misalatch.data.cache``) is pickle-free and is what ``--data DIR`` loads afterwards,
 so third-party pickles are opened (safely) exactly once.
 """
 
@@ -50,7 +50,7 @@ class PrepareSource:
     task: Optional[Literal["regression", "classification"]] = None
     """mult: override the task (default: classification for humor.pkl / ur_funny, else regression)."""
     normalize: bool = True
-    """csd, urfunny: z-normalise visual/acoustic per segment (DATA.md §3.5); utterances: standardise every
+    """csd, urfunny: z-normalise visual/acoustic per segment (as the original preprocessing; docs/data.md); utterances: standardise every
     feature column with the training split's mean and standard deviation."""
     impute: bool = False
     """csd: fill missing visual/acoustic words with zeros (MMLatch) instead of dropping the segment."""
@@ -98,18 +98,19 @@ def read_any(args: PrepareSource) -> CanonicalDataset:
 
 
 def _read(args: PrepareSource) -> CanonicalDataset:
-    """Read the input that ``args`` describes with the matching reader (call :func:`check_source` first
+    """Read the input that ``args`` describes with the matching reader (call ``check_source`` first
     to fail before a long read rather than inside it; this calls it too)."""
     check_source(args)
     if not args.normalize and args.format not in ("csd", "urfunny", "utterances"):
         log.warning("--no-normalize has no effect with --format %s (features are used as stored)", args.format)
     if args.format == "csd":
         from misalatch.data.readers.csd import build_csd_dataset
+        from misalatch.io.progress import progress_enabled
 
         return build_csd_dataset(
             labels=args.labels, words=args.words, visual=args.visual, acoustic=args.acoustic,
             dataset=args.dataset or "mosi", folds=args.folds, normalize=args.normalize,
-            impute=args.impute, progress=False,
+            impute=args.impute, progress=progress_enabled(),
         )
     assert args.input is not None
     if args.format == "mmsa":

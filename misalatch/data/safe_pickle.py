@@ -5,22 +5,22 @@
 reconstructors can be abused (a ``dtype`` whose pickled state flags raw bytes as object pointers
 segfaults the reader; ``_reconstruct`` without ``BUILD`` hands out uninitialised memory).
 
-So :func:`safe_load` does not use :class:`pickle.Unpickler` at all. It runs the opcode stream
-(decoded by :func:`pickletools.genops`, which only parses) on a small interpreter of its own that
-knows plain containers and scalars and resolves the few admitted globals (:data:`ALLOWED_GLOBALS`)
+So ``safe_load`` does not use ``pickle.Unpickler`` at all. It runs the opcode stream
+(decoded by ``pickletools.genops``, which only parses) on a small interpreter of its own that
+knows plain containers and scalars and resolves the few admitted globals (``ALLOWED_GLOBALS``)
 to constructors written here: nothing from numpy or the standard library is ever called with the
 file's arguments. Every dtype is rebuilt from a whitelist of plain kinds (bool, int, uint, float,
 fixed-width str/bytes) and never from a pickled state; an array exists only once its data arrived
 and ``prod(shape) * itemsize`` equals the buffer's length; object arrays are accepted only when
 every element is a str (or every one bytes, or every one a number) and come back as plain string /
 numeric arrays. Input size, nesting depth, the number of objects and the bytes the result expands to
-(memo references counted each time, so a memo bomb is refused) are limited (:class:`PickleLimits`).
-Refusals raise :class:`~misalatch.errors.UnsafePickleError`, broken or over-limit files
-:class:`~misalatch.errors.DataFormatError`; both name the file.
+(memo references counted each time, so a memo bomb is refused) are limited (``PickleLimits``).
+Refusals raise ``UnsafePickleError``, broken or over-limit files
+``DataFormatError``; both name the file.
 
-:func:`load_embedding_and_mapping` reads the original MISA ``embedding_and_mapping.pt`` with
+``load_embedding_and_mapping`` reads the original MISA ``embedding_and_mapping.pt`` with
 ``torch.load(weights_only=True)`` and two stand-ins (§9.2). The small helpers at the end (checksums,
-non-finite counting) are shared by the pickle readers in :mod:`misalatch.data.readers`.
+non-finite counting) are shared by the pickle readers in ``misalatch.data.readers``.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class PickleLimits:
     the result may expand (memo references counted every time they are used) to at most
     ``expansion_factor * input size + expansion_slack`` bytes, which real files, holding no shared
     objects beyond repeated keys, never approach. Raise them with the environment variables named in
-    :meth:`from_env` (docs/security.md).
+    ``from_env`` (docs/security.md).
     """
 
     max_input_bytes: int = 64 * GIB
@@ -414,7 +414,7 @@ class _Machine:
 
     def put(self, key: int, value: Any) -> None:
         """Store a memo entry; large buffers (and array states holding them) are remembered so that
-        :meth:`release` can drop them once an array owns a copy (otherwise the memo would keep a
+        ``release`` can drop them once an array owns a copy (otherwise the memo would keep a
         second copy of every array alive until the end: twice the file in memory)."""
         self.memo[key] = value
         t = type(value)
@@ -476,7 +476,7 @@ class _Machine:
 
         The most frequent opcodes (numbers, short strings, memo access, marks, empty containers)
         are decoded here with ``struct``; every other one is decoded by its ``pickletools`` argument
-        reader and executed by :meth:`step`. Both paths check that the bytes they read exist.
+        reader and executed by ``step``. Both paths check that the bytes they read exist.
         """
         stream = io.BytesIO(buf) if isinstance(buf, (bytes, bytearray)) else buf
         n = len(buf)
@@ -548,7 +548,7 @@ class _Machine:
         raise _Broken("pickle ended before STOP (the file is truncated)")
 
     def step(self, name: str, arg: Any) -> Any:
-        """Execute one opcode (decoded by pickletools); the result at STOP, else :data:`_GO_ON`."""
+        """Execute one opcode (decoded by pickletools); the result at STOP, else ``_GO_ON``."""
         st = self.stack
         memo = self.memo
         if name in _PUSH_ARG:  # the common case first: a value given inline
@@ -900,7 +900,7 @@ def _load_stream(buf: Any, size: int, source: str, encoding: str, limits: Pickle
 
 def safe_loads(data: bytes, *, source: str = "<bytes>", encoding: str = "latin1",
                limits: PickleLimits | None = None) -> object:
-    """Unpickle ``data`` with the restricted interpreter; see :func:`safe_load`."""
+    """Unpickle ``data`` with the restricted interpreter; see ``safe_load``."""
     return _load_stream(bytes(data), len(data), source, encoding, limits)
 
 
@@ -910,7 +910,7 @@ def safe_load(path: str | os.PathLike[str], *, encoding: str = "latin1",
 
     ``encoding="latin1"`` (the default) reads Python-2 pickles: their byte strings, including numpy
     array buffers, decode one byte per character, which map back losslessly. Python-3 pickles are
-    unaffected. ``limits`` defaults to :meth:`PickleLimits.from_env`. Raises ``UnsafePickleError``
+    unaffected. ``limits`` defaults to ``PickleLimits.from_env``. Raises ``UnsafePickleError``
     naming the file and the refused global / opcode / dtype; ``DataFormatError`` for a file that is
     not a (complete) pickle or exceeds a limit.
     """
@@ -1037,7 +1037,7 @@ class NonFiniteCounter:
 
     def clean_label(self, value: float, field: str = "label") -> float:
         """The label as a float, NaN/inf kept: a missing label is not a neutral 0 (issue 17), so
-        :meth:`CanonicalDataset.validate` refuses the dataset, naming the file, split and count."""
+        ``CanonicalDataset.validate`` refuses the dataset, naming the file, split and count."""
         return float(value)
 
 

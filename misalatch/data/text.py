@@ -1,10 +1,10 @@
 """Text preparation, done once per dataset when the text encoder is known (DATA.md §3.6).
 
-* BERT path: :func:`tokenize_for_bert` fills ``bert_ids`` / ``wp2word`` / ``truncated``.
-* GloVe / learned-embedding path: :func:`build_vocab` fills ``text_ids`` and the dataset's
-  ``vocab`` and ``embedding`` from :class:`WordVectors` (GloVe 6B 50-d package or a GloVe text file).
+* BERT path: ``tokenize_for_bert`` fills ``bert_ids`` / ``wp2word`` / ``truncated``.
+* GloVe / learned-embedding path: ``build_vocab`` fills ``text_ids`` and the dataset's
+  ``vocab`` and ``embedding`` from ``WordVectors`` (GloVe 6B 50-d package or a GloVe text file).
 
-Both return a new :class:`CanonicalDataset`; the input segments are never modified.
+Both return a new ``CanonicalDataset``; the input segments are never modified.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def aggregate(runs: Sequence[Mapping[str, float]]) -> dict[str, dict[str, Any]]:
     sample standard deviation (ddof=1) and is NaN for a single run, where it is undefined.
     NaN is propagated, not skipped: if any run's value is NaN (e.g. an undefined corr), that
     metric's mean and std are NaN, while ``values`` still shows which run it was.
-    Raises :class:`~misalatch.evaluation.metrics.MetricInputError` for no runs, differing metric
+    Raises ``MetricInputError`` for no runs, differing metric
     names or non-numeric values.
     """
     if len(runs) == 0:
@@ -79,7 +79,7 @@ def _as_float(value: Any, name: str, run: int) -> float:
 @dataclass(frozen=True)
 class AggregateRow:
     """One aggregate row: a group (e.g. dataset × model × feedback × text encoder), its seeds, and
-    the output of :func:`aggregate` over those seeds' runs (in the same order as ``seeds``)."""
+    the output of ``aggregate`` over those seeds' runs (in the same order as ``seeds``)."""
 
     group: Mapping[str, str]  # e.g. {"dataset": "mosi", "feedback": "none", "text_encoder": "bert"}
     seeds: Sequence[int]
@@ -103,7 +103,7 @@ class AggregateRow:
 def write_aggregate(rows: Sequence[AggregateRow], out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Write ``aggregate.json`` and ``aggregate.csv`` into ``out_dir`` (created if needed).
 
-    Both go through the atomic writer (:mod:`misalatch.io.atomic`): a reader never sees a
+    Both go through the atomic writer (``misalatch.io.atomic``): a reader never sees a
     half-written file. The CSV has one row per group:
     the group keys, ``<metric>_mean`` and ``<metric>_std`` for every metric, ``n`` and ``seeds``
     (space-separated); NaN is written as ``nan``, and a metric absent from a row leaves its cells

@@ -1,6 +1,6 @@
 """Inspecting MMLatch feedback masks: collect them from a model, export arrays, plots and statistics.
 
-:func:`collect_masks` runs a feedback model in evaluation mode (no mask dropout, no gradients) over
+``collect_masks`` runs a feedback model in evaluation mode (no mask dropout, no gradients) over
 batches and keeps, per sample, each modality's mask at its valid steps:
 
 * visual / acoustic: ``(L_m, d_m)`` — the sample's own steps of that modality;
@@ -8,7 +8,7 @@ batches and keeps, per sample, each modality's mask at its valid steps:
 * text, BERT: ``(n_content, d_b)`` — one row per content wordpiece (``[CLS]``, ``[SEP]`` and padding
   always have mask 1 and are left out; on word-aligned data the wordpieces of a word share its mask).
 
-:func:`export_masks` writes into a folder:
+``export_masks`` writes into a folder:
 
 * ``masks.npz`` (``allow_pickle=False``): ``ids`` (unicode), ``labels`` (float64), ``task``,
   ``feedback``, and per modality ``<m>`` (all samples' rows concatenated, float32), ``<m>_offsets``
@@ -109,8 +109,8 @@ def collect_masks(model: torch.nn.Module, batches: Iterable[BatchLike], *,
     """Run ``model`` (any registered model whose config ``has_masks``) in eval mode without gradients
     and keep every sample's masks.
 
-    ``batches`` yields objects with ``.inputs`` (:class:`ModelInputs`), ``.labels`` and ``.ids``
-    (e.g. :class:`misalatch.data.batching.Batch`). The model's train/eval mode is restored afterwards.
+    ``batches`` yields objects with ``.inputs`` (``ModelInputs``), ``.labels`` and ``.ids``
+    (e.g. ``misalatch.data.batching.Batch``). The model's train/eval mode is restored afterwards.
     """
     config = getattr(model, "config", None)
     if config is None or not config.has_masks:

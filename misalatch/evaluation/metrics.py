@@ -1,7 +1,7 @@
 """Evaluation metrics of METRICS.md §2–§3, in pure NumPy and float64.
 
 Every metric is computed once over a whole split from the raw (unclipped) model outputs. Values are
-fractions; only :mod:`misalatch.evaluation.report` turns them into percentages. Inputs are validated
+fractions; only ``misalatch.evaluation.report`` turns them into percentages. Inputs are validated
 here, where they enter; the helpers below trust them.
 """
 
@@ -34,7 +34,7 @@ __all__ = [
     "compute_metrics",
 ]
 
-#: Keys of :func:`regression_metrics`, in this order (METRICS.md §2).
+#: Keys of ``regression_metrics``, in this order (METRICS.md §2).
 REGRESSION_KEYS: tuple[str, ...] = (
     "mae",
     "corr",
@@ -45,9 +45,9 @@ REGRESSION_KEYS: tuple[str, ...] = (
     "acc5",
     "acc7",
 )
-#: Keys of :func:`classification_metrics` (METRICS.md §3).
+#: Keys of ``classification_metrics`` (METRICS.md §3).
 CLASSIFICATION_KEYS: tuple[str, ...] = ("acc", "f1")
-#: Task names accepted by :func:`compute_metrics`.
+#: Task names accepted by ``compute_metrics``.
 TASKS: tuple[str, ...] = ("regression", "classification")
 
 
@@ -185,14 +185,14 @@ def regression_metrics(predictions: ArrayLike, labels: ArrayLike) -> dict[str, f
     """Sentiment regression metrics (CMU-MOSI / CMU-MOSEI), METRICS.md §2.
 
     ``predictions`` are the raw, unclipped outputs and ``labels`` the scores in [-3, 3], each of
-    shape ``(N,)`` or ``(N, 1)``. Returns the keys of :data:`REGRESSION_KEYS` in that order:
-    ``mae``, ``corr`` (NaN with :class:`ConstantInputWarning` when either side is constant),
+    shape ``(N,)`` or ``(N, 1)``. Returns the keys of ``REGRESSION_KEYS`` in that order:
+    ``mae``, ``corr`` (NaN with ``ConstantInputWarning`` when either side is constant),
     Acc-2/F1 in both conventions — ``*_has0``: negative vs non-negative on all samples;
     ``*_non0``: negative vs positive on samples with label != 0, a prediction of exactly 0 counting
-    as negative (NaN with :class:`EmptySubsetWarning` if every label is 0) — and ``acc5``/``acc7``
+    as negative (NaN with ``EmptySubsetWarning`` if every label is 0) — and ``acc5``/``acc7``
     after clipping to ±2/±3 and half-to-even rounding.
 
-    Raises :class:`MetricInputError` for mismatched lengths, empty or non-finite input.
+    Raises ``MetricInputError`` for mismatched lengths, empty or non-finite input.
     """
     p = _as_float_vector(predictions, "predictions")
     y = _as_float_vector(labels, "labels")
@@ -235,11 +235,11 @@ def sdk_bins(values: ArrayLike) -> NDArray[np.float64]:
 
 
 def acc7_sdk(predictions: ArrayLike, labels: ArrayLike) -> float:
-    """Seven-class accuracy after the SDK binning of :func:`sdk_bins` on both sides.
+    """Seven-class accuracy after the SDK binning of ``sdk_bins`` on both sides.
 
     An optional extra, never to be reported as "Acc-7": it differs from the rounding convention
     (e.g. label 0.3, prediction 1.0 match here but not under rounding). Validation as in
-    :func:`regression_metrics`.
+    ``regression_metrics``.
     """
     p = _as_float_vector(predictions, "predictions")
     y = _as_float_vector(labels, "labels")
@@ -275,11 +275,11 @@ def classification_metrics(logits_or_predictions: ArrayLike, labels: ArrayLike) 
 
 
 def compute_metrics(task: str, outputs: ArrayLike, labels: ArrayLike) -> dict[str, float]:
-    """Dispatch on ``task``: ``"regression"`` → :func:`regression_metrics`,
-    ``"classification"`` → :func:`classification_metrics`.
+    """Dispatch on ``task``: ``"regression"`` → ``regression_metrics``,
+    ``"classification"`` → ``classification_metrics``.
 
     ``outputs`` must be a NumPy array or array-like on the CPU (detach torch tensors first).
-    Raises :class:`~misalatch.errors.ConfigError` for an unknown task.
+    Raises ``ConfigError`` for an unknown task.
     """
     if task == "regression":
         return regression_metrics(outputs, labels)

@@ -5,7 +5,7 @@
 * classification (UR-FUNNY): the confusion matrix of ``argmax`` of the logits.
 
 Figures are drawn on a private Agg canvas (never pyplot's global state, so a notebook's backend is
-left alone) and written atomically: a reader never sees half a PNG. :func:`figure_png` returns the
+left alone) and written atomically: a reader never sees half a PNG. ``figure_png`` returns the
 bytes instead, for the HTML report.
 """
 
@@ -56,7 +56,7 @@ def plot_history(history_csv: str | Path, out_png: str | Path) -> Path:
 
 
 def history_figure(rows: list[dict[str, str]]) -> Any:
-    """The figure of :func:`plot_history` from the rows of a history.csv."""
+    """The figure of ``plot_history`` from the rows of a history.csv."""
     from matplotlib.ticker import MaxNLocator
 
     epochs = [int(r["epoch"]) for r in rows]

@@ -72,7 +72,7 @@ def format_metrics_table(metrics: Mapping[str, float], *, task: str) -> str:
     """Two-column table ``metric | value`` of one evaluation, in the task's canonical key order.
 
     Keys outside the task's standard set (e.g. ``acc7_sdk``) follow at the end. NaN shows as "NaN".
-    Raises :class:`~misalatch.errors.ConfigError` for an unknown task.
+    Raises ``ConfigError`` for an unknown task.
     """
     if task not in _TASK_KEYS:
         raise ConfigError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
@@ -82,7 +82,7 @@ def format_metrics_table(metrics: Mapping[str, float], *, task: str) -> str:
 
 def format_aggregate_table(agg: Mapping[str, Mapping[str, Any]]) -> str:
     """Table ``metric | mean ± std (n=…)`` of the output of
-    :func:`~misalatch.evaluation.aggregate.aggregate`; std is ddof=1 and "NaN" for a single run."""
+    ``aggregate``; std is ddof=1 and "NaN" for a single run."""
     keys = _ordered_keys(agg.keys(), REGRESSION_KEYS + ("acc7_sdk",) + CLASSIFICATION_KEYS)
     rows = [
         (_label(k), f"{_fmt(k, agg[k]['mean'])} ± {_fmt(k, agg[k]['std'])} (n={int(agg[k]['n'])})")

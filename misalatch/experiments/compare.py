@@ -1,6 +1,6 @@
 """Runs and sweeps side by side: one table (Markdown / CSV) and a bar chart with error bars.
 
-Each folder given is read with :func:`misalatch.experiments.folders.read_results`; every variant of
+Each folder given is read with ``misalatch.experiments.folders.read_results``; every variant of
 a sweep, a ``train --seeds`` folder and a single run become one row each, so a published sweep can
 be put next to the run you trained this morning. Means and sample standard deviations (ddof = 1)
 come from the per-seed values; a single run has no std (shown without "±", no error bar).
@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from misalatch.errors import ConfigError
 from misalatch.evaluation.metrics import CLASSIFICATION_KEYS, REGRESSION_KEYS
 from misalatch.evaluation.report import format_mean_std, metric_label
-from misalatch.experiments.folders import Results, Stat, read_results
+from misalatch.experiments.folders import Results, Stat, is_synthetic, read_results
 
 COMPARISON_FORMAT = "misalatch-comparison"
 OUTPUT_FILES = ("comparison.md", "comparison.csv", "comparison.png", "comparison.json")
@@ -48,6 +48,7 @@ class Comparison:
     split: str
     metrics: tuple[str, ...]
     rows: tuple[ComparisonRow, ...]
+    synthetic: tuple[str, ...] = ()  # the folders (as given) whose runs trained on SYNTHETIC data
 
 
 def _default_metrics(results: Sequence[Results], split: str) -> tuple[str, ...]:
@@ -60,10 +61,13 @@ def _default_metrics(results: Sequence[Results], split: str) -> tuple[str, ...]:
     return tuple([k for k in preferred if k in present] + [k for k in present if k not in preferred])
 
 
+_SPLIT_KEYS = {"valid": "validation", "validation": "validation", "test": "test"}  # split name -> metrics key
+
+
 def verify_runs(results: Results, *, trust_unverified: bool = False) -> None:
     """Each finished run's checkpoint set against its manifest: the metrics shown are those of
     weights that are still intact. Without ``trust_unverified`` a run without a manifest is refused
-    (:func:`misalatch.training.checkpoint.verify_manifest`)."""
+    (``misalatch.training.checkpoint.verify_manifest``)."""
     from misalatch.training.checkpoint import verify_manifest
 
     if trust_unverified:
@@ -76,17 +80,19 @@ def verify_runs(results: Results, *, trust_unverified: bool = False) -> None:
 
 def compare(paths: Sequence[str | Path], *, split: str = "test", metrics: Sequence[str] | None = None,
             trust_unverified: bool = False) -> Comparison:
-    """Read every folder and line their variants up on ``split`` ("test" or "validation"); every
-    run's checkpoint is verified first (:func:`verify_runs`)."""
-    if split not in ("test", "validation"):
-        raise ConfigError(f"split {split!r}: expected test or validation")
+    """Read every folder and line their variants up on ``split`` ("valid" or "test"; "validation" is
+    accepted for "valid", the name every command uses); every run's checkpoint is verified first
+    (``verify_runs``)."""
+    if split not in _SPLIT_KEYS:
+        raise ConfigError(f"split {split!r}: expected valid or test")
+    split, key = ("valid" if split == "validation" else split), _SPLIT_KEYS[split]
     if not paths:
         raise ConfigError("compare: give at least one run or sweep folder")
     results = [read_results(p) for p in paths]
     for result in results:
         verify_runs(result, trust_unverified=trust_unverified)
-    chosen = tuple(metrics) if metrics else _default_metrics(results, split)
-    known = set(_default_metrics(results, split))
+    chosen = tuple(metrics) if metrics else _default_metrics(results, key)
+    known = set(_default_metrics(results, key))
     unknown = [m for m in chosen if m not in known]
     if unknown:
         raise ConfigError(f"--metrics: {', '.join(unknown)} not in any of the results (have {', '.join(sorted(known))})")
@@ -94,8 +100,9 @@ def compare(paths: Sequence[str | Path], *, split: str = "test", metrics: Sequen
     for given, result in zip(paths, results):
         for variant in result.variants:
             rows.append(ComparisonRow(str(given), result.kind, variant.key, dict(variant.params),
-                                      tuple(variant.seeds), dict(variant.metrics.get(split, {}))))
-    return Comparison(split, chosen, tuple(rows))
+                                      tuple(variant.seeds), dict(variant.metrics.get(key, {}))))
+    synthetic = tuple(str(given) for given, result in zip(paths, results) if is_synthetic(result))
+    return Comparison(split, chosen, tuple(rows), synthetic)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -120,7 +127,12 @@ def to_markdown(comparison: Comparison) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     note = (f"\n{comparison.split} split; mean ± sample std (ddof = 1) over seeds; accuracies and F1 in %, "
             "a single run has no std.\n")
-    return "\n".join(lines) + "\n" + note
+    head = ""
+    if comparison.synthetic:
+        every = len(comparison.synthetic) == len({r.source for r in comparison.rows})
+        head = (f"**SYNTHETIC data** ({'every folder' if every else ', '.join(comparison.synthetic)}): "
+                "these numbers say nothing about real sentiment analysis.\n\n")
+    return head + "\n".join(lines) + "\n" + note
 
 
 def to_csv(comparison: Comparison) -> str:
@@ -147,6 +159,7 @@ def to_json(comparison: Comparison) -> dict[str, Any]:
         return {"mean": clean(s.mean), "std": clean(s.std), "n": s.n, "values": [clean(v) for v in s.values]}
 
     return {"format": COMPARISON_FORMAT, "version": 1, "split": comparison.split, "metrics": list(comparison.metrics),
+            "synthetic": list(comparison.synthetic),
             "rows": [{"source": r.source, "kind": r.kind, "variant": r.variant, "params": r.params,
                       "seeds": list(r.seeds), "metrics": {m: stat(s) for m, s in r.metrics.items()}}
                      for r in comparison.rows]}

@@ -2,7 +2,7 @@
 
 Everything read here is untrusted (a results file may have been edited, truncated or written by
 someone else): every field is checked where it enters, and a bad one raises
-:class:`~misalatch.errors.DataFormatError` naming the file and the field. Paths named inside a
+``DataFormatError`` naming the file and the field. Paths named inside a
 results file are only followed when they stay inside the folder that holds it.
 
 * a **run** folder holds ``metrics.json`` (what ``misalatch train`` writes for one seed);
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from misalatch.errors import ConfigError, DataFormatError
+from misalatch.errors import ConfigError, DataFormatError, MisalatchError
 
 SWEEP_FORMAT = "misalatch-sweep-results"
 SWEEP_VERSIONS = (1,)
@@ -202,7 +202,7 @@ def _inside(root: Path, relative: Any, path: Path, at: str) -> Path | None:
 
 
 def stats_from_values(values: list[float]) -> Stat:
-    """Mean and sample std (ddof=1) of per-seed values, as :func:`misalatch.evaluation.aggregate.aggregate`."""
+    """Mean and sample std (ddof=1) of per-seed values, as ``misalatch.evaluation.aggregate.aggregate``."""
     from misalatch.evaluation.aggregate import aggregate
 
     summary = aggregate([{"v": v} for v in values])["v"]
@@ -357,3 +357,17 @@ def read_results(path: str | Path) -> Results:
         raise ConfigError(f"{folder}: a run folder without metrics.json (the run has not finished, or failed)")
     raise ConfigError(f"{folder}: neither a run folder (metrics.json), a multi-seed train folder (aggregate.json "
                       "and seed-<s>/) nor a sweep folder (results.json)")
+
+
+def is_synthetic(results: Results) -> bool:
+    """Whether the runs of ``results`` trained on SYNTHETIC data (their first ``metrics.json`` says so)."""
+    for v in results.variants:
+        for r in v.runs:
+            if r.run_dir is not None and (r.run_dir / "metrics.json").is_file():
+                try:
+                    data = read_json(r.run_dir / "metrics.json")
+                except MisalatchError:
+                    continue
+                facts = data.get("data") if isinstance(data, dict) else None
+                return bool(isinstance(facts, dict) and facts.get("synthetic") is True)
+    return False

@@ -8,7 +8,7 @@ from the run's best checkpoint (the page says which).
 
 Self-contained and inert: images are embedded as base64 ``data:`` URIs, there is no script, no external
 CSS or font, and a Content-Security-Policy forbids loading anything else. Everything taken from files
-(ids, keys, errors, parameters) is untrusted and goes through :func:`html.escape`; images are only
+(ids, keys, errors, parameters) is untrusted and goes through ``html.escape``; images are only
 embedded when their bytes start with the PNG signature.
 """
 
@@ -27,7 +27,8 @@ from typing import Any, Sequence
 
 from misalatch.errors import ConfigError, MisalatchError
 from misalatch.evaluation.report import format_mean_std, format_value, metric_label
-from misalatch.experiments.folders import Results, RunRecord, Variant, read_json, read_results
+from misalatch.io.progress import progress_bar
+from misalatch.experiments.folders import Results, RunRecord, Variant, is_synthetic, read_json, read_results
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,10 @@ th,td{border:1px solid #ccc;padding:.25em .6em}th{background:#f0f3f7}td.num{text
 img{max-width:100%;height:auto;border:1px solid #eee;margin:.3em 0}figure{display:inline-block;margin:.4em;vertical-align:top}
 figcaption{font-size:.85em;color:#444}details{margin:.6em 0}summary{cursor:pointer;font-weight:600}
 code{background:#f4f4f4;padding:0 .2em}
+#summary{background:#eaf2ff;border:1px solid #9bbbe8;padding:.5em 1em;margin:.8em 0}#summary table{margin:.3em 0}
+details>summary{font-size:1.25em;margin-top:1em}details details>summary{font-size:1em}
 """
+ONE_SEED = "n/a (1 seed)"  # what a statistic needing two seeds or more shows for one
 
 
 def esc(value: Any) -> str:
@@ -188,7 +192,9 @@ def _num(value: Any, digits: int) -> str:
     return "NaN" if math.isnan(float(value)) else f"{float(value):.{digits}f}"
 
 
-def _masks_section(run: RunRecord, split: str, compute: bool, device: str, trust_unverified: bool = False) -> str:
+def _masks_of_run(run: RunRecord, split: str, compute: bool, device: str,
+                  trust_unverified: bool = False) -> tuple[str, dict[str, Any] | None]:
+    """(the HTML of one run's masks, its summary for the aggregate over seeds)."""
     assert run.run_dir is not None
     folder = run.run_dir / f"masks-{split}"
     exported = [p for p in [folder, *sorted(run.run_dir.glob("masks-*"))] if p.is_dir() and not p.is_symlink()]
@@ -200,29 +206,67 @@ def _masks_section(run: RunRecord, split: str, compute: bool, device: str, trust
         try:
             images, summary = _masks_in_memory(run.run_dir, split, device, trust_unverified)
         except (MisalatchError, OSError, RuntimeError, ValueError) as err:  # the page is still worth having
-            return f'<p class="note">masks: could not be computed ({esc(err)})</p>'
+            return f'<p class="note">masks: could not be computed ({esc(err)})</p>', None
         source = f"computed in memory from best.safetensors on the {split} split (no {folder.name}/ folder)"
     else:
-        return f'<p class="note">masks: no {esc(folder.name)}/ folder (run <code>misalatch masks</code>)</p>'
+        return f'<p class="note">masks: no {esc(folder.name)}/ folder (run <code>misalatch masks</code>)</p>', None
     table = _mask_summary_table(summary) if summary else ""
     return (f'<h4>feedback masks, seed {esc(run.seed)}</h4><p class="note">{esc(source)}</p>{table}'
-            + "".join(_img_html(i) for i in images))
+            + "".join(_img_html(i) for i in images)), summary
 
 
-def _run_section(run: RunRecord, *, masks: bool, compute_masks: bool, split: str, device: str,
-                 trust_unverified: bool = False) -> str:
+MASK_STATS = ("mean", "std", "gini")
+
+
+def masks_over_seeds(summaries: Sequence[dict[str, Any]]) -> str:
+    """``<table class="masks-seeds">``: per modality, each mask statistic as mean ± sample std over the
+    seeds' summaries ("n/a (1 seed)" for the std of one)."""
+    per_modality: dict[str, list[dict[str, float]]] = {}
+    for summary in summaries:
+        modalities = summary.get("modalities")
+        for name, stats in (modalities.items() if isinstance(modalities, dict) else ()):
+            if isinstance(stats, dict):
+                values = {k: float(stats[k]) for k in MASK_STATS
+                          if isinstance(stats.get(k), (int, float)) and not isinstance(stats.get(k), bool)}
+                per_modality.setdefault(str(name), []).append(values)
+    if not per_modality:
+        return ""
+    rows = []
+    for name, values in per_modality.items():
+        cells = "".join(f'<td class="num" data-stat="{k}">{esc(_mean_std([v[k] for v in values if k in v], 4))}</td>'
+                        for k in MASK_STATS)
+        rows.append(f'<tr><td>{esc(name)}</td><td class="num">{len(values)}</td>{cells}</tr>')
+    head = "".join(f"<th>{'Gini' if k == 'gini' else k}</th>" for k in MASK_STATS)
+    return ('<table class="masks-seeds"><tr><th>modality</th><th>seeds</th>' + head + "</tr>" + "".join(rows) + "</table>")
+
+
+def _mean_std(values: Sequence[float], digits: int) -> str:
+    """mean ± sample std of ``values`` ("n/a (1 seed)" for the std of one value)."""
+    if not values:
+        return "–"
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return f"{_num(mean, digits)} ± {ONE_SEED}"
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return f"{_num(mean, digits)} ± {_num(std, digits)}"
+
+
+def _run_section(run: RunRecord, *, masks: bool, compute_masks: bool, split: str,
+                 device: str, trust_unverified: bool = False) -> tuple[str, dict[str, Any] | None]:
     if run.run_dir is None:
-        return f'<p class="note">seed {esc(run.seed)}: the results file names no run folder inside this folder</p>'
+        return f'<p class="note">seed {esc(run.seed)}: the results file names no run folder inside this folder</p>', None
     if not run.run_dir.is_dir():
-        return f'<p class="note">seed {esc(run.seed)}: run folder {esc(run.run_dir.name)} not present</p>'
+        return f'<p class="note">seed {esc(run.seed)}: run folder {esc(run.run_dir.name)} not present</p>', None
     images = [_curves(run.run_dir), read_png(run.run_dir / "scatter-test.png", "test: predicted vs true"),
               read_png(run.run_dir / "confusion-test.png", "test: confusion matrix")]
     images = [i for i in images if i.png is not None or "scatter" not in i.caption or run.test.get("mae") is not None]
     parts = [f"<h3>seed {esc(run.seed)} <span class=\"note\">({esc(run.run_dir.name)})</span></h3>",
              "".join(_img_html(i) for i in images)]
+    summary = None
     if masks:
-        parts.append(_masks_section(run, split, compute_masks, device, trust_unverified))
-    return "\n".join(parts)
+        section, summary = _masks_of_run(run, split, compute_masks, device, trust_unverified)
+        parts.append(section)
+    return "\n".join(parts), summary
 
 
 # ----------------------------------------------------------------------------------------------
@@ -292,11 +336,21 @@ def paired_table(results: Results) -> str:
             f'data-mean="{esc(repr(p.mean))}" data-p="{esc(repr(p.p_value))}">'
             f"<td>{esc(p.variant)}</td><td>{esc(p.baseline)}</td><td>{esc(p.split)}</td><td>{esc(metric_label(p.metric))}</td>"
             f'<td class="num">{p.n}</td><td class="num">{esc(format_value(p.metric, p.mean))}</td>'
-            f'<td class="num">[{esc(format_value(p.metric, p.ci95[0]))}, {esc(format_value(p.metric, p.ci95[1]))}]</td>'
-            f'<td class="num">{esc(_p_text(p.p_value))}</td><td>{esc(p.test)}</td><td>{esc(diffs)}</td></tr>')
+            f'<td class="num">{esc(_ci_text(p))}</td>'
+            f'<td class="num">{esc(ONE_SEED if p.n < 2 else _p_text(p.p_value))}</td><td>{esc(p.test)}</td>'
+            f'<td>{esc(diffs)}</td></tr>')
     return ('<table id="paired"><tr><th>variant</th><th>baseline</th><th>split</th><th>metric</th><th>n</th>'
             "<th>mean difference</th><th>95 % CI</th><th>p-value</th><th>test</th><th>per-seed differences</th></tr>"
             + "".join(rows) + "</table>")
+
+
+def _ci_text(p: Any) -> str:
+    """``[low, high]`` of a paired row; one seed has no interval."""
+    if p.n < 2:
+        return ONE_SEED
+    if any(math.isnan(float(v)) for v in p.ci95):
+        return "n/a"
+    return f"[{format_value(p.metric, p.ci95[0])}, {format_value(p.metric, p.ci95[1])}]"
 
 
 def _p_text(p: float) -> str:
@@ -308,19 +362,6 @@ def _p_text(p: float) -> str:
 # ----------------------------------------------------------------------------------------------
 # the page
 # ----------------------------------------------------------------------------------------------
-def _synthetic(results: Results) -> bool:
-    for v in results.variants:
-        for r in v.runs:
-            if r.run_dir is not None and (r.run_dir / "metrics.json").is_file():
-                try:
-                    data = read_json(r.run_dir / "metrics.json")
-                except MisalatchError:
-                    continue
-                facts = data.get("data") if isinstance(data, dict) else None
-                return bool(isinstance(facts, dict) and facts.get("synthetic") is True)
-    return False
-
-
 def _bar_chart(results: Results, split: str) -> str:
     from misalatch.experiments.compare import Comparison, ComparisonRow, bar_chart
 
@@ -332,16 +373,87 @@ def _bar_chart(results: Results, split: str) -> str:
     return _img_html(figure_image(bar_chart(Comparison(split, names, rows)), f"{split} split, mean ± sample std"))
 
 
+def config_differences(results: Results) -> tuple[dict[str, tuple[Any, Any]], str]:
+    """(field -> (value, default) of the first complete run's resolved configuration where it differs
+    from the defaults of its model's preset, a note saying which run). Unreadable: ({}, why)."""
+    from misalatch.training.config import TrainConfig, changed_settings
+
+    run = next((r for v in results.variants for r in v.runs
+                if r.state == "complete" and r.run_dir is not None and (r.run_dir / "config.yaml").is_file()), None)
+    if run is None or run.run_dir is None:
+        return {}, "no run folder with a config.yaml"
+    path = run.run_dir / "config.yaml"
+    try:
+        config = TrainConfig.from_yaml(path)
+        return changed_settings(config), f"{run.run_dir.name}/config.yaml (preset {config.preset})"
+    except MisalatchError as err:
+        return {}, f"{path.name} could not be read ({err})"
+
+
+def config_table(differs: dict[str, tuple[Any, Any]]) -> str:
+    rows = "".join(f'<tr data-field="{esc(k)}"><td><code>{esc(k)}</code></td><td>{esc(v)}</td><td>{esc(d)}</td></tr>'
+                   for k, (v, d) in differs.items())
+    return f'<table id="config"><tr><th>setting</th><th>value</th><th>default</th></tr>{rows}</table>'
+
+
+def _lower_is_better(metric: str) -> bool:
+    return metric == "mae"
+
+
+def summary_block(results: Results, synthetic: bool) -> str:
+    """The first screen: what data, how many runs, and the best variant on the main test metric."""
+    complete = sum(1 for v in results.variants for r in v.runs if r.state == "complete")
+    facts = [("data", "SYNTHETIC (generated, says nothing about real sentiment)" if synthetic else _data_name(results)),
+             ("folder", f"{results.kind}: {results.path}"),
+             ("variants", str(len(results.variants))),
+             ("runs", f"{complete} complete, {len(results.failed)} failed, {len(results.pending)} pending")]
+    names = _metric_names(results.variants, "test")
+    if names:
+        metric = names[0]
+        scored = [(v, v.metrics["test"][metric]) for v in results.variants if metric in v.metrics.get("test", {})
+                  and not math.isnan(v.metrics["test"][metric].mean)]
+        if scored:
+            best, stat = (min if _lower_is_better(metric) else max)(scored, key=lambda item: item[1].mean)
+            facts.append((f"best on test {metric_label(metric)}",
+                          f"{best.key}: {format_mean_std(metric, stat.mean, stat.std, stat.n)}"
+                          + (f" ({ONE_SEED})" if stat.n < 2 else f" (n = {stat.n})")))
+    rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
+    return f'<section id="summary"><strong>Summary</strong><table>{rows}</table></section>'
+
+
+def _data_name(results: Results) -> str:
+    for v in results.variants:
+        for r in v.runs:
+            if r.run_dir is not None and (r.run_dir / "metrics.json").is_file():
+                try:
+                    facts = read_json(r.run_dir / "metrics.json").get("data")
+                except (MisalatchError, AttributeError):
+                    continue
+                if isinstance(facts, dict) and isinstance(facts.get("name"), str):
+                    return facts["name"]
+    return "unknown (no metrics.json with data facts)"
+
+
+def _fold(title: str, body: str, *, open_: bool, anchor: str = "") -> str:
+    ident = f' id="{esc(anchor)}"' if anchor else ""
+    return f"<details{ident}{' open' if open_ else ''}><summary>{esc(title)}</summary>{body}</details>"
+
+
 def build_report(path: str | Path, *, masks: bool = True, compute_masks: bool = True, mask_split: str = "test",
                  device: str = "cpu", trust_unverified: bool = False) -> str:
-    """The HTML page of the results in ``path`` (a sweep, ``train --seeds`` or run folder); every
-    run's checkpoint is verified first (:func:`misalatch.experiments.compare.verify_runs`)."""
+    """The HTML page of the results in ``path`` (a sweep, ``train --seeds`` or run folder).
+
+    The first screen holds a summary (what data, how many runs, the best variant) and the results
+    table; the rest is folded into ``<details>`` sections. Feedback masks are summarised over every
+    seed of a variant; a statistic that needs two seeds says ``n/a (1 seed)``.
+    """
     import misalatch
     from misalatch.experiments.compare import verify_runs
 
     results = read_results(path)
     verify_runs(results, trust_unverified=trust_unverified)
-    title = f"misalatch report: {results.name}"
+    synthetic = is_synthetic(results)
+    title = f"misalatch report{' [SYNTHETIC data]' if synthetic else ''}: {results.name}"
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -353,44 +465,61 @@ def build_report(path: str | Path, *, masks: bool = True, compute_masks: bool = 
         f'<p class="note">{esc(results.kind)} folder <code>{esc(results.path)}</code>; generated '
         f'{esc(time.strftime("%Y-%m-%d %H:%M:%S %Z"))} by misalatch {esc(misalatch.__version__)}.</p>',
     ]
-    if _synthetic(results):
+    if synthetic:
         parts.append('<p class="warn">SYNTHETIC data: these numbers say nothing about real sentiment analysis.</p>')
+    parts.append(summary_block(results, synthetic))
+    results_body = ['<p class="note">mean ± sample standard deviation (ddof = 1) over seeds; accuracies and F1 in %, '
+                    "MAE and Corr as numbers; a single run has no std.</p>"]
+    for split, shown in (("test", "test"), ("validation", "valid")):
+        results_body.append(f"<h3>{esc(shown)} split</h3>{results_table(results.variants, split)}")
+    results_body.append(_bar_chart(results, "test"))
+    parts.append(_fold("Results", "".join(results_body), open_=True, anchor="results"))
+    differs, source = config_differences(results)
+    note = (f'<p class="note">the resolved configuration of {esc(source)} where it differs from the defaults'
+            + ("; the variants also differ in the parameters column of the results" if results.kind == "sweep" else "")
+            + ".</p>")
+    parts.append(_fold("Configuration", note + (config_table(differs) if differs else
+                                                '<p class="note">every setting at its default.</p>'),
+                       open_=True, anchor="configuration"))
     if results.meta:
         meta = dict(results.meta)
         if isinstance(meta.get("storage"), str):
             meta["storage"] = redact_url(meta["storage"])
-        parts.append("<h2>Sweep</h2><table id=\"sweep\">" + "".join(
-            f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in meta.items()) + "</table>")
-    parts.append("<h2>Results</h2>")
-    parts.append('<p class="note">mean ± sample standard deviation (ddof = 1) over seeds; accuracies and F1 in %; '
-                 "a single run has no std.</p>")
-    for split in ("test", "validation"):
-        parts.append(f"<h3>{esc(split)} split</h3>{results_table(results.variants, split)}")
-    parts.append(_bar_chart(results, "test"))
+        parts.append(_fold("Sweep", "<table id=\"sweep\">" + "".join(
+            f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in meta.items()) + "</table>", open_=False))
     if results.paired:
-        parts.append("<h2>Paired comparison</h2>")
-        parts.append('<p class="note">per seed: variant − baseline; mean with its 95 % confidence interval and the '
-                     "p-value of the paired test named in each row.</p>")
-        parts.append(paired_table(results))
-    parts.append("<h2>Runs</h2>")
-    parts.append(runs_table(results.variants))
+        parts.append(_fold("Paired comparison", '<p class="note">per seed: variant − baseline; mean with its 95 % '
+                           "confidence interval and the p-value of the paired test named in each row.</p>"
+                           + paired_table(results), open_=True, anchor="paired-comparison"))
+    parts.append(_fold("Runs", runs_table(results.variants), open_=False, anchor="runs"))
     if results.failed:
         parts.append("<h2>Failed</h2><ul id=\"failed\">" + "".join(
             f"<li>{esc(', '.join(f'{k}: {v}' for k, v in f.items()))}</li>" for f in results.failed) + "</ul>")
     if results.pending:
         parts.append("<h2>Pending</h2><p class=\"note\">not finished by any worker yet:</p><ul id=\"pending\">" + "".join(
             f"<li>{esc(', '.join(f'{k}: {v}' for k, v in p.items()))}</li>" for p in results.pending) + "</ul>")
-    parts.append("<h2>Curves, predictions and masks</h2>")
+    sections = []
+    bar = progress_bar(len(results.variants), "report", unit="variant")
     for v in results.variants:
         runs = [r for r in v.runs if r.state == "complete"]
         with_masks = masks and any(r.run_dir is not None and _run_feedback(r.run_dir) != "none" for r in runs)
-        body = []
-        for i, run in enumerate(runs):
-            # masks for the first seed of a feedback variant (they are alike across seeds; each costs a pass)
-            body.append(_run_section(run, masks=with_masks and i == 0, compute_masks=compute_masks, split=mask_split,
-                                     device=device, trust_unverified=trust_unverified))
-        parts.append(f'<details open><summary>{esc(v.key)} ({len(runs)} run{"s" if len(runs) != 1 else ""})</summary>'
-                     + "\n".join(body) + "</details>")
+        body, summaries = [], []
+        for run in runs:  # masks of every seed: the table below aggregates them
+            html_part, summary = _run_section(run, masks=with_masks, compute_masks=compute_masks, split=mask_split,
+                                              device=device, trust_unverified=trust_unverified)
+            body.append(html_part)
+            if summary is not None:
+                summaries.append(summary)
+        head = ""
+        if with_masks and summaries:
+            head = (f'<h4>feedback masks over {len(summaries)} seed{"s" if len(summaries) != 1 else ""}</h4>'
+                    '<p class="note">per modality: each seed\'s mask statistic, mean ± sample std over seeds.</p>'
+                    + masks_over_seeds(summaries))
+        sections.append(_fold(f'{v.key} ({len(runs)} run{"s" if len(runs) != 1 else ""})', head + "\n".join(body),
+                              open_=False))
+        bar.update()
+    bar.close()
+    parts.append(_fold("Curves, predictions and masks", "".join(sections), open_=False, anchor="curves"))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -425,7 +554,7 @@ def write_report(page: str, out: str | Path) -> Path:
 
 
 def report(path: str | Path, out: str | Path, **options: Any) -> Path:
-    """Build the page of ``path`` and write it to ``out``; see :func:`build_report` for ``options``."""
+    """Build the page of ``path`` and write it to ``out``; see ``build_report`` for ``options``."""
     return write_report(build_report(path, **options), out)
 
 

@@ -5,7 +5,7 @@ Every number comes from the storage (each complete trial carries its run's metri
 epochs run), so the table can be written by any worker, on any machine, even where the run folders
 of other machines are not visible. Per variant: mean ± sample std (ddof = 1) and n of every
 validation and test metric, the per-seed values; per variant against its baseline: the paired
-test-split differences (:mod:`misalatch.experiments.stats`).
+test-split differences (``misalatch.experiments.stats``).
 
 ``results.json`` (format ``misalatch-sweep-results``, version 1)::
 
@@ -32,6 +32,7 @@ from typing import Any, Optional
 
 from optuna.trial import TrialState
 
+from misalatch.errors import MisalatchError
 from misalatch.evaluation.aggregate import aggregate, ordered_union
 from misalatch.evaluation.report import DISPLAY_NAMES, _fmt
 from misalatch.experiments.stats import paired_comparison
@@ -191,11 +192,31 @@ def _label(metric: str) -> str:
     return f"{name} (%)" if metric.startswith(("acc", "f1")) else name
 
 
+def _settings_lines(base: dict[str, Any]) -> list[str]:
+    """The sweep's training settings that differ from the defaults (Markdown)."""
+    from misalatch.training.config import TrainConfig, changed_settings
+
+    if not base:
+        return []
+    try:
+        changed = changed_settings(TrainConfig.from_dict(base, source="results.json base_config"))
+    except MisalatchError as err:
+        return [f"Settings: unreadable ({err}).", ""]
+    if not changed:
+        return ["Settings: every training setting at its default.", ""]
+    return ["Settings that differ from the defaults (every run): "
+            + ", ".join(f"`{k}` = {v} (default {d})" for k, (v, d) in changed.items()) + ".", ""]
+
+
 def results_markdown(doc: dict[str, Any]) -> str:
     sweep = doc["sweep"]
-    lines = [f"# Sweep `{sweep['study']}`", "",
+    base = sweep.get("base_config") if isinstance(sweep.get("base_config"), dict) else {}
+    synthetic = str(base.get("data", "")).lower() == "synthetic"
+    lines = [f"# Sweep `{sweep['study']}`{' [SYNTHETIC data]' if synthetic else ''}", "",
+             f"Data: {'SYNTHETIC (generated; says nothing about real sentiment)' if synthetic else base.get('data', '?')}.  ",
              "Grid: " + ", ".join(f"`{k}` = {', '.join(map(str, v))}" for k, v in sweep["grid"].items()) + ".  ",
-             f"Storage: `{sweep['storage']}`. Mean ± sample std (ddof = 1) over seeds; n = complete runs.", ""]
+             f"Storage: `{sweep['storage']}`. Mean ± sample std (ddof = 1) over seeds; n = complete runs; "
+             "accuracies and F1 in %.", "", *_settings_lines(base)]
     for split in ("test", "validation"):
         metrics = _metric_names(doc, split)
         if not metrics:
@@ -213,9 +234,9 @@ def results_markdown(doc: dict[str, Any]) -> str:
                   "| variant | baseline | metric | n | mean diff | 95 % CI | p |", "|---|---|---|---|---|---|---|"]
         for p in doc["paired"]:
             scale = 100.0 if p["metric"].startswith(("acc", "f1")) else 1.0
-            ci = "–" if not all(math.isfinite(c) for c in p["ci95"]) else \
+            ci = "n/a (1 seed)" if p["n"] < 2 else "–" if not all(math.isfinite(c) for c in p["ci95"]) else \
                 f"[{p['ci95'][0] * scale:+.3f}, {p['ci95'][1] * scale:+.3f}]"
-            pv = "–" if not math.isfinite(p["p_value"]) else f"{p['p_value']:.3g}"
+            pv = "n/a (1 seed)" if p["n"] < 2 else "–" if not math.isfinite(p["p_value"]) else f"{p['p_value']:.3g}"
             if p.get("wilcoxon_p") is not None and math.isfinite(p["wilcoxon_p"]):
                 pv += f" ({p['wilcoxon_p']:.3g})"
             mean = "–" if not math.isfinite(p["mean"]) else f"{p['mean'] * scale:+.3f}"

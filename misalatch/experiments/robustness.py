@@ -1,6 +1,6 @@
 """Robustness curves: a trained run evaluated on perturbed inputs (docs/robustness.md).
 
-Three kinds of perturbation, applied to each batch's :class:`ModelInputs` right before the model:
+Three kinds of perturbation, applied to each batch's ``ModelInputs`` right before the model:
 
 * ``noise``: Gaussian noise added independently at every valid timestep and feature,
   ``x[τ, j] += level · σ_j · ε``, where ``σ_j`` is feature ``j``'s standard deviation over all
@@ -46,63 +46,22 @@ from misalatch.errors import ConfigError, DataFormatError
 from misalatch.evaluation.aggregate import aggregate
 from misalatch.models.outputs import ModelInputs, PerModality
 from misalatch.io.owned import check_target, claim_output
+from misalatch.io.progress import progress_bar
 from misalatch.training.loop import SplitEvaluation, evaluate
 from misalatch.training.run_dir import LoadedRun, load_run
+from misalatch.experiments.robustness_config import (  # noqa: F401 - re-exported
+    CONDITIONS, CURVE_CONDITIONS, DEFAULT_LEVELS, DEFAULT_PLOT_METRICS, DEFAULT_SEEDS, FIELDS, MODALITY_ORDER, NAMES,
+    RobustnessConfig,
+)
 
 log = logging.getLogger(__name__)
 
 FORMAT = "misalatch-robustness"
 FORMAT_VERSION = 1
-DEFAULT_LEVELS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(10))  # 0.0 .. 0.9
-DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
-CONDITIONS: tuple[str, ...] = ("noise", "frames", "drop")
-CURVE_CONDITIONS: tuple[str, ...] = ("noise", "frames")
-MODALITY_ORDER = "tav"
-NAMES = {"t": "text", "a": "acoustic", "v": "visual"}
-FIELDS = {"t": "text_vectors", "a": "acoustic", "v": "visual"}  # ModelInputs / Segment attribute
-DEFAULT_PLOT_METRICS = {"regression": ("mae", "corr", "acc2_non0"), "classification": ("acc", "f1")}
 _SEED_DIR = re.compile(r"seed-\d+")
 _MAX_SEARCH_DEPTH = 6
 
 Condition = Literal["clean", "noise", "frames", "drop"]
-
-
-# ----------------------------------------------------------------------------------------------
-# settings
-# ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RobustnessConfig:
-    """What to measure. Levels are fractions of the train-split std (noise) or drop probabilities."""
-
-    noise_levels: tuple[float, ...] = DEFAULT_LEVELS
-    frame_rates: tuple[float, ...] = DEFAULT_LEVELS
-    seeds: tuple[int, ...] = DEFAULT_SEEDS
-    split: Literal["valid", "test"] = "test"
-    conditions: tuple[str, ...] = CONDITIONS
-    batch_size: int | None = None  # default: the run's own
-    plot_metrics: tuple[str, ...] | None = None  # default per task; every metric is in the CSVs
-
-    def __post_init__(self) -> None:
-        for name, levels, top in (("noise levels", self.noise_levels, math.inf), ("frame rates", self.frame_rates, 1.0)):
-            values = tuple(levels)
-            if len(values) < 2:
-                raise ConfigError(f"{name}: need at least two levels for a curve and its area, got {list(values)}")
-            if not all(isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= top for v in values):
-                raise ConfigError(f"{name}: every level must be a finite number in [0, {top}], got {list(values)}")
-            if any(b <= a for a, b in zip(values, values[1:])):
-                raise ConfigError(f"{name}: levels must be strictly increasing, got {list(values)}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ConfigError(f"seeds: need one or more distinct seeds, got {list(self.seeds)}")
-        if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
-            raise ConfigError(f"seeds: must be non-negative integers, got {list(self.seeds)}")
-        unknown = [c for c in self.conditions if c not in CONDITIONS]
-        if not self.conditions or unknown:
-            raise ConfigError(f"conditions: use one or more of {', '.join(CONDITIONS)}, got {list(self.conditions)}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-
-    def levels(self, condition: str) -> tuple[float, ...]:
-        return tuple(float(v) for v in (self.noise_levels if condition == "noise" else self.frame_rates))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -216,7 +175,7 @@ def _lengths(inputs: ModelInputs, m: str) -> torch.Tensor:
 def perturb_inputs(inputs: ModelInputs, ids: Sequence[str], p: Perturbation, scale: FeatureScale) -> ModelInputs:
     """A perturbed copy of ``inputs`` (CPU, time-first); padding steps stay zero.
 
-    ``drop`` of acoustic / visual is done by the batching (see :func:`spec_for`), so here it only
+    ``drop`` of acoustic / visual is done by the batching (see ``spec_for``), so here it only
     zeroes text vectors.
     """
     if p.is_identity:
@@ -259,7 +218,7 @@ def spec_for(spec: BatchSpec, p: Perturbation) -> BatchSpec:
 
 def evaluate_perturbed(run: LoadedRun, segments: Sequence[Segment], p: Perturbation, scale: FeatureScale,
                        *, batch_size: int | None = None) -> SplitEvaluation:
-    """Evaluate ``run`` on ``segments`` under ``p`` (the identity is plain :func:`evaluate`)."""
+    """Evaluate ``run`` on ``segments`` under ``p`` (the identity is plain ``evaluate``)."""
     def perturb(batch: Batch) -> ModelInputs:
         return perturb_inputs(batch.inputs, batch.ids, p, scale)
 
@@ -689,16 +648,18 @@ def robustness(paths: Sequence[str | Path], out: str | Path, config: RobustnessC
                device: str = "auto", data: str | None = None, data_root: str | None = None,
                overwrite: bool = False, trust_unverified: bool = False) -> RobustnessReport:
     """Robustness curves of every run in ``paths`` written to the new folder ``out`` (each run loaded
-    by :func:`~misalatch.training.run_dir.load_run`, ``trust_unverified`` passed on)."""
+    by ``misalatch.training.run_dir.load_run``, ``trust_unverified`` passed on)."""
     config = config or RobustnessConfig()
     out = Path(out)
     check_target(out, "robustness", overwrite=overwrite)  # fail before the long part; checked again on claim
     found = find_runs(paths)
     results: list[RunRobustness] = []
-    for run_dir, variant in found:
-        log.info("robustness of %s (variant %s)", run_dir, variant)
-        run = load_run(run_dir, data=data, data_root=data_root, device=device, trust_unverified=trust_unverified)
-        results.append(run_robustness(run, config, variant=variant))
+    with progress_bar(len(found), "robustness", unit="run") as bar:
+        for run_dir, variant in found:
+            log.info("robustness of %s (variant %s)", run_dir, variant)
+            run = load_run(run_dir, data=data, data_root=data_root, device=device, trust_unverified=trust_unverified)
+            results.append(run_robustness(run, config, variant=variant))
+            bar.update()
     tasks = {r.task for r in results}
     if len(tasks) > 1:
         raise ConfigError(f"runs of different tasks ({', '.join(sorted(tasks))}) cannot share curves; run them separately")

@@ -6,7 +6,7 @@ stored by a search (the final numbers come from a separate ``misalatch sweep --c
 The objective is the validation task loss of the best checkpoint (``dev_loss``, minimised) or a
 named validation metric (``mae`` minimised, every other metric maximised). After every epoch the
 trial reports its dev loss (negated when the objective is maximised, so that the pruner compares in
-the study's direction) and a :class:`~optuna.pruners.MedianPruner` stops trials that are worse
+the study's direction) and a ``MedianPruner`` stops trials that are worse
 than the median of earlier trials at the same epoch.
 
 Default space (``--space FILE.yaml`` replaces it; same format)::
@@ -367,16 +367,18 @@ def run_search_worker(search: Search, *, poll: Optional[float] = None,
     """Run trials until the study holds ``trials`` finished ones (wait while others finish theirs).
 
     A worker whose last ``max_consecutive_failures`` trials all failed (a broken data path, a setting
-    that always diverges) stops with :class:`SearchFailed`, naming the first of those errors; a
+    that always diverges) stops with ``SearchFailed``, naming the first of those errors; a
     trial that completes or is pruned resets the count."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     objective = _objective(search)
     poll = poll if poll is not None else max(1.0, search.liveness.heartbeat_interval / 2)
     started = 0
     failures: list[str] = []
+    bar = progress_bar(search.spec.trials, f"search {search.study.study_name}", unit="trial")
     while True:
         fail_stale(search.study, search.liveness)
         finished = _finished(search.study)
+        bar.update(min(finished, search.spec.trials) - bar.n)
         running = len(search.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         waiting = len(search.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
         if finished + running < search.spec.trials or (waiting and finished < search.spec.trials):
@@ -396,6 +398,7 @@ def run_search_worker(search: Search, *, poll: Optional[float] = None,
             time.sleep(poll)
         else:
             break
+    bar.close()
     _write_summary(search)
     return started
 

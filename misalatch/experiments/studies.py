@@ -9,12 +9,12 @@ A worker that dies (SIGKILL, a lost node) or hangs as a whole must not lose its 
 trial carries a heartbeat in the storage (a ``misalatch_heartbeat`` value that a small thread
 rewrites, the same for every storage), and a trial whose heartbeat a watching worker has seen
 unchanged for longer than the grace period is failed and queued again (at most ``retries`` times),
-the same way a run that raised is retried (:func:`fail_stale`). Nothing local decides it (no process
+the same way a run that raised is retried (``fail_stale``). Nothing local decides it (no process
 id, no wall clock of another host), so it works across machines. A worker whose trial was taken over
 notices at its next heartbeat, stops at the next epoch and is not told twice: it logs it.
 
-Every storage URL gets a connect and a statement timeout (:class:`Timeouts`), so a server that
-accepts and never answers ends in a :class:`StorageError`, never a hang.
+Every storage URL gets a connect and a statement timeout (``Timeouts``), so a server that
+accepts and never answers ends in a ``StorageError``, never a hang.
 """
 
 from __future__ import annotations
@@ -355,7 +355,7 @@ class Beat:
     lost: threading.Event
 
     def check(self) -> None:
-        """Raise :class:`TrialTakenOver` when the trial belongs to another worker now (called between
+        """Raise ``TrialTakenOver`` when the trial belongs to another worker now (called between
         epochs, so that a worker that hung and came back stops writing the run another one retries)."""
         if self.lost.is_set():
             raise TrialTakenOver("this run was taken over by another worker while this one was not beating")
@@ -478,3 +478,36 @@ def load_existing_study(name: str, storage: optuna.storages.BaseStorage, url: st
         known = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         raise ConfigError(f"--study {name}: no such study in {redact(url)} (it holds {known or 'none'}); start it "
                           "first with the same command without --join") from None
+
+
+def _study_ready(name: str, url: str) -> bool:
+    """Whether study ``name`` exists in ``url`` with its settings stored; a SQLite or journal file that does
+    not exist yet is not created (the command that starts the study must find its folder as it left it)."""
+    for prefix in ("sqlite:///", JOURNAL_PREFIX):
+        if url.startswith(prefix) and not Path(url[len(prefix):]).is_file():
+            return False
+    import sqlalchemy.exc
+
+    try:
+        summaries = optuna.get_all_study_summaries(open_storage(url))
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, StorageError, OSError) as err:
+        log.debug("%s: not readable yet (%s)", redact(url), err)  # the starter may be creating its tables now
+        return False
+    return any(s.study_name == name and s.user_attrs for s in summaries)
+
+
+def wait_for_study(name: str, url: str, *, timeout: float, poll: float = 2.0,
+                   on_wait: Callable[[str], None] | None = None) -> None:
+    """Return once study ``name`` exists in ``url`` (``--join`` started before the study). ``on_wait`` is
+    told once that the worker waits; after ``timeout`` seconds a ConfigError says how to start the study."""
+    deadline = time.monotonic() + timeout
+    told = False
+    while not _study_ready(name, url):
+        if time.monotonic() >= deadline:
+            raise ConfigError(f"--study {name}: not in {redact(url)} after waiting {timeout:g} s; start it first with "
+                              "the same command without --join (or wait longer with --wait SECONDS)")
+        if not told and on_wait is not None:
+            on_wait(f"waiting up to {timeout:g} s for study {name} to appear in {redact(url)} "
+                    "(started by the same command without --join)")
+            told = True
+        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))

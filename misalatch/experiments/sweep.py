@@ -1,13 +1,13 @@
 """Sweeps: a grid of training settings × seeds, one ordinary run folder per point, and the table.
 
-A sweep is an Optuna study whose sampler is a :class:`~optuna.samplers.GridSampler` over the grid
-(the seed is one of its dimensions), kept in a storage (:mod:`misalatch.experiments.studies`) so that
+A sweep is an Optuna study whose sampler is a ``GridSampler`` over the grid
+(the seed is one of its dimensions), kept in a storage (``misalatch.experiments.studies``) so that
 any number of workers, on any number of machines, can share it. The sweep folder holds::
 
     <out>/sweep.json                 what the folder is (a misalatch sweep), storage and study name
     <out>/study.db                   the default storage (SQLite)
     <out>/runs/<variant>/seed-<s>/   one run folder per point, exactly what ``misalatch train`` writes
-    <out>/results.{json,csv,md,png}  the table (see :mod:`misalatch.experiments.results`)
+    <out>/results.{json,csv,md,png}  the table (see ``misalatch.experiments.results``)
 
 Exactly one complete run per grid point: the command that starts the sweep queues one WAITING
 trial per grid point (carrying its ``grid_id``; the GridSampler turns it into parameters), and
@@ -81,7 +81,7 @@ class RunFailed(MisalatchError):
 class SweepSpec:
     """What a sweep runs: the settings common to every run and the grid (field → values).
 
-    ``grid`` always holds ``seed``; every other entry is a :class:`TrainConfig` field. A *variant*
+    ``grid`` always holds ``seed``; every other entry is a ``TrainConfig`` field. A *variant*
     is one combination of the non-seed values; its ``key`` is the bare value when there is a single
     non-seed dimension (``none``, ``static``), else ``field=value,field=value``. ``baseline`` names
     the values that make a variant's baseline (default ``feedback=none`` when the grid has it):
@@ -260,7 +260,7 @@ def default_baseline(grid: dict[str, tuple[Any, ...]], requested: Optional[str])
 # ----------------------------------------------------------------------------------------------
 def check_sweep_folder(out: Path) -> None:
     """A sweep folder is new, empty, or already a misalatch sweep (then the sweep continues); it is
-    recognised by its ``run.json`` marker of kind ``sweep`` (:mod:`misalatch.io.owned`)."""
+    recognised by its ``run.json`` marker of kind ``sweep`` (``misalatch.io.owned``)."""
     if not is_owned(out, "sweep"):
         check_target(out, "sweep", flag="--out")  # refuses a non-empty folder that is not a sweep
 
@@ -334,7 +334,7 @@ class Sweep:
 
 class _QueueGridSampler(optuna.samplers.GridSampler):
     """The GridSampler without its end-of-grid ``study.stop()``: our workers decide when the grid is
-    done (from the queue, see :func:`progress`) and tell trials outside ``Study.optimize``, where
+    done (from the queue, see ``progress``) and tell trials outside ``Study.optimize``, where
     ``stop()`` raises."""
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
@@ -602,9 +602,11 @@ def run_worker(sweep: Sweep, *, resume: bool = True, max_runs: Optional[int] = N
     objective, after = _objective(sweep, _SetupCache()), _after_trial(sweep)
     poll = poll if poll is not None else max(1.0, sweep.liveness.heartbeat_interval / 2)
     started, since = 0, time.time()
+    bar = progress_bar(sweep.spec.size, f"sweep {sweep.name}", unit="run")
     while max_runs is None or started < max_runs:
         fail_stale(sweep.study, sweep.liveness)
         state = progress(sweep, since)
+        bar.update(len(state.complete) - bar.n)  # every worker's finished runs: the ETA is the sweep's
         if resume:
             resume = False
             if state.grid_ids_needing_run:
@@ -617,4 +619,5 @@ def run_worker(sweep: Sweep, *, resume: bool = True, max_runs: Optional[int] = N
             time.sleep(poll)  # the last runs are held by other workers; take over if one dies
         else:
             break
+    bar.close()
     return started

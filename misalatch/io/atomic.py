@@ -9,9 +9,9 @@ Temporary names are recognisable and carry the writer's pid and host::
 
     .<final-name>.mltmp-<pid>-<token>@<host>
 
-so :func:`cleanup_stale_temporaries` can remove exactly the leftovers of writers that are dead
-(same host, pid no longer running) and nothing else. Staging folders of :mod:`misalatch.io.owned`
-use the same scheme with other tags (``mlstage`` / ``mlold``), and :func:`commit_files` replaces
+so ``cleanup_stale_temporaries`` can remove exactly the leftovers of writers that are dead
+(same host, pid no longer running) and nothing else. Staging folders of ``misalatch.io.owned``
+use the same scheme with other tags (``mlstage`` / ``mlold``), and ``commit_files`` replaces
 several files as one unit through a journal folder (``mlnext``) that is rolled forward after a crash.
 """
 
@@ -191,7 +191,7 @@ def cleanup_stale_temporaries(folder: str | os.PathLike[str], *, recursive: bool
     only when their pid is no longer running; a file of a live writer or of another machine (a
     shared file system) is left alone. A set-aside old folder (``mlold``) whose final name is
     missing is put back instead of removed: it is the only copy. A dead writer's journal
-    (``mlnext``) is completed when :func:`read_journal` accepts it, else discarded. Everything
+    (``mlnext``) is completed when ``read_journal`` accepts it, else discarded. Everything
     here happens inside ``folder``: a name read from disk never leads out of it, and symbolic
     links are removed, never followed. Returns what was removed.
     """
@@ -246,7 +246,7 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 def plain_name_problem(name: object) -> str | None:
     """Why ``name`` is not a plain file name of a folder (None when it is one).
 
-    A plain name is a non-empty string of at most :data:`MAX_NAME_BYTES` UTF-8 bytes with no path
+    A plain name is a non-empty string of at most ``MAX_NAME_BYTES`` UTF-8 bytes with no path
     separator (``/`` or ``\\``), no drive colon, no NUL or other control character, is not ``.`` or
     ``..`` and does not start with ``.`` (hidden names are our temporaries, journals and locks).
     Joined to a folder it always names an entry directly inside that folder.
@@ -295,9 +295,9 @@ def commit_files(folder: str | os.PathLike[str], files: Mapping[str, bytes], *, 
     the files with their sizes and sha256 (the commit point), then the files are renamed into place
     in ``order`` (put a manifest last) and the journal is removed. A crash before the commit point
     leaves the old files untouched (the journal is discarded as a stale temporary); a crash after
-    it is completed by :func:`recover_pending` / :func:`cleanup_stale_temporaries`. ``register`` is
+    it is completed by ``recover_pending`` / ``cleanup_stale_temporaries``. ``register`` is
     called with every name before anything is written (the owned folder's marker). Every name must
-    be a plain file name (:func:`plain_name_problem`): the journal holds nothing else.
+    be a plain file name (``plain_name_problem``): the journal holds nothing else.
     """
     root = Path(folder)
     names = list(order) if order is not None else list(files)
@@ -337,7 +337,7 @@ def _regular_file(path: Path) -> os.stat_result | None:
 
 
 def _journal_entries(journal: Path, root: Path) -> list[JournalEntry]:
-    """Every check of :func:`read_journal`; raises :class:`_Refused` with the first problem."""
+    """Every check of ``read_journal``; raises ``_Refused`` with the first problem."""
     if journal.is_symlink() or not journal.is_dir():
         raise _Refused("the journal is not a folder")
     info = _regular_file(journal / JOURNAL_FILE)
@@ -380,7 +380,7 @@ def read_journal(journal: Path, root: Path) -> list[JournalEntry] | None:
     """The files a journal found in ``root`` commits, when completing it is safe; else None (logged).
 
     A journal on disk is untrusted (a run folder may come from anyone): it is completed only when it
-    is a real folder whose ``COMMIT.json`` lists plain file names (:func:`plain_name_problem`), each
+    is a real folder whose ``COMMIT.json`` lists plain file names (``plain_name_problem``), each
     still in the journal a regular file (not a link) of the listed size and sha256 or already moved,
     and none would replace a folder. All of this is checked before anything moves.
     """

@@ -1,9 +1,9 @@
 """Reading small YAML / JSON documents a user or a stranger wrote (configs, search spaces, golden-vector
-metadata), as one boundary: every way such a file can be wrong becomes a :class:`ConfigError` that names
+metadata), as one boundary: every way such a file can be wrong becomes a ``ConfigError`` that names
 the file and the flag it came from, never a ``UnicodeDecodeError``, ``RecursionError`` or a parser's
 traceback.
 
-Limits: a document is at most :data:`MAX_BYTES` bytes and nests at most :data:`MAX_DEPTH` levels (the
+Limits: a document is at most ``MAX_BYTES`` bytes and nests at most ``MAX_DEPTH`` levels (the
 parsers recurse once per level, so a file of ten thousand ``[`` would otherwise exhaust the stack). Both
 are far beyond any configuration misalatch reads.
 """

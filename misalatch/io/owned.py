@@ -14,7 +14,7 @@ valid marker). ``.``, the working directory or any parent of it, the home direct
 never used as output folders.
 
 The new output is built in a hidden staging sibling ``.<name>.mlstage-<pid>-<token>@<host>`` and
-swapped in by :meth:`Output.commit` (for a run: after its first checkpoint); an old folder stays
+swapped in by ``Output.commit`` (for a run: after its first checkpoint); an old folder stays
 untouched until then, is set aside as ``.<name>.mlold-...`` during the two renames and removed
 afterwards. A lock file ``.<name>.lock`` beside the target (holder pid, host, start time) keeps a
 second writer out for the whole life of the claim.
@@ -246,7 +246,7 @@ def check_target(target: str | os.PathLike[str], kind: str, *, overwrite: bool =
 
     Allowed: a path that does not exist, an empty folder, or (with ``overwrite``) a folder whose
     marker is of the same kind and whose every entry misalatch wrote. Called again under the lock
-    by :func:`claim_output`; callers use it to fail before a long computation.
+    by ``claim_output``; callers use it to fail before a long computation.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown output kind {kind!r}")
@@ -330,7 +330,7 @@ class _Lock:
     """An exclusive lock file: O_CREAT|O_EXCL with the holder's pid, host and start time.
 
     A lock left by a dead process on this host (pid not running) is taken over with a warning; a
-    lock of a live process or of another host stops the caller with :class:`OutputLockedError`.
+    lock of a live process or of another host stops the caller with ``OutputLockedError``.
     """
 
     def __init__(self, target: Path) -> None:
@@ -416,7 +416,7 @@ class _Lock:
 # the claim
 # ----------------------------------------------------------------------------------------------
 class Output:
-    """An output folder being written: every file goes through :meth:`file` / ``write_*``."""
+    """An output folder being written: every file goes through ``file`` / ``write_*``."""
 
     def __init__(self, target: Path, kind: str, work: Path, *, committed: bool, marker: dict[str, Any]) -> None:
         self.target = target  # where the output lives once committed (what the user named)
@@ -582,10 +582,10 @@ def _new_marker(kind: str) -> dict[str, Any]:
 @contextlib.contextmanager
 def claim_output(target: str | os.PathLike[str], kind: str, *, overwrite: bool = False,
                  flag: str = "--out") -> Iterator[Output]:
-    """Claim ``target`` for a new ``kind`` output; yield an :class:`Output` writing into staging.
+    """Claim ``target`` for a new ``kind`` output; yield an ``Output`` writing into staging.
 
     On normal exit the output is committed (if the body did not already) and marked complete. On an
-    exception before :meth:`Output.commit` nothing of the new output remains and an old folder at
+    exception before ``Output.commit`` nothing of the new output remains and an old folder at
     ``target`` is exactly as it was; after the commit the partial new output stays (a run folder
     that can be resumed).
     """

@@ -14,7 +14,7 @@ INSTALL_HINT = ("pip install 'misalatch[media]' && pip install --no-deps mediapi
 
 
 def require(module: str) -> ModuleType:
-    """Import ``module`` (e.g. ``av``), or raise :class:`MissingDependencyError` saying how to install it."""
+    """Import ``module`` (e.g. ``av``), or raise ``MissingDependencyError`` saying how to install it."""
     if module.startswith("mediapipe"):
         # MediaPipe's C++ logging (glog/absl) writes INFO and WARNING lines to stderr by default.
         os.environ.setdefault("GLOG_minloglevel", "2")

@@ -8,7 +8,7 @@ formants), 3-frame smoothed as openSMILE's ``_sma3``. The descriptors that exist
 which rows are voiced. openSMILE itself is an opt-in alternative only (``acoustic="opensmile-egemaps"``
 in the recipe): its licence allows no commercial use.
 
-The audio arrives in blocks (:func:`misalatch.media.decode.iter_audio`) and is analysed in chunks of
+The audio arrives in blocks (``misalatch.media.decode.iter_audio``) and is analysed in chunks of
 ``acoustic_chunk_s`` seconds with ``acoustic_context_s`` seconds on each side, so that memory stays flat
 on long clips; rows are aligned to the whole clip's 10 ms grid.
 """

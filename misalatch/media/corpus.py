@@ -2,22 +2,22 @@
 
 The pieces, in the order they run:
 
-* :func:`read_transcripts` reads ``T.csv`` (columns ``clip``, ``text``; optional ``segment_id``,
+* ``read_transcripts`` reads ``T.csv`` (columns ``clip``, ``text``; optional ``segment_id``,
   ``label``, ``split``, ``start``, ``end``) and resolves every clip under ``--media``. A bad row (a
   missing file, a duplicate id, empty text, a bad number, bytes that are not UTF-8, a symbolic link
-  that leaves the media folder) becomes a :class:`Failure` naming the file and the reason; the other
-  rows go on. :func:`read_word_timings` reads the optional word timings CSV (``segment_id, word,
+  that leaves the media folder) becomes a ``Failure`` naming the file and the reason; the other
+  rows go on. ``read_word_timings`` reads the optional word timings CSV (``segment_id, word,
   start, end``, seconds on the clip's own time axis, as forced aligners export them).
-* :func:`extract_rows` runs :func:`misalatch.media.extract_clip` for every row, in ``workers``
+* ``extract_rows`` runs ``misalatch.media.extract_clip`` for every row, in ``workers``
   processes, one job per clip file. With a cache folder every segment is stored as
   ``cache/<key>.npz``, ``key = sha256(file content sha256 | recipe fingerprint | start | end |
   modalities)``, written under a temporary name and renamed: a re-run, or a run after ``kill -9``,
   extracts nothing twice and never reads half a clip.
-* :func:`extract_corpus` ties it together in an output folder (below) and, once every shard has
-  reported, assembles the prepared dataset (:func:`misalatch.data.cache.prepared_files`): segments in
+* ``extract_corpus`` ties it together in an output folder (below) and, once every shard has
+  reported, assembles the prepared dataset (``misalatch.data.cache.prepared_files``): segments in
   transcript order, the seeded split by clip when the CSV has no ``split`` column, features
   standardised with train-split statistics (recorded, so ``predict --media`` reproduces them exactly),
-  word-aligned with :func:`misalatch.data.readers.csd.collapse_to_words` when word timings are given
+  word-aligned with ``misalatch.data.readers.csd.collapse_to_words`` when word timings are given
   (else ``alignment: none``), and the recipe in ``meta["media"]``.
 
 The output folder ``--out`` (a misalatch ``prepare`` folder: ``train --data OUT`` reads it)::
@@ -196,8 +196,8 @@ def resolve_clip(media: Path, clip: str) -> Path:
 
     A path that leaves the media folder (``..``, an absolute path, or a symbolic link pointing
     outside) is refused: only paths the user passed are followed out of it. Only regular files are
-    accepted (a FIFO or a device would hang the decoder). Raises :class:`MediaError`-compatible
-    :class:`DataFormatError` with the reason.
+    accepted (a FIFO or a device would hang the decoder). Raises ``MediaError``-compatible
+    ``DataFormatError`` with the reason.
     """
     if media.is_file():
         base = media.parent
@@ -227,12 +227,12 @@ def resolve_clip(media: Path, clip: str) -> Path:
 def read_transcripts(path: str | os.PathLike[str], media: str | os.PathLike[str], *,
                      task: Literal["regression", "classification"] = "regression",
                      need_labels: bool = True) -> Transcripts:
-    """Read ``T.csv`` against the media folder; per-row problems become :class:`Failure` objects.
+    """Read ``T.csv`` against the media folder; per-row problems become ``Failure`` objects.
 
     ``need_labels``: the ``label`` column is required (``extract``; ``predict --media`` reads labels
     when present and never needs them). Regression labels are finite numbers; classification labels
     class indices 0, 1, ... Whole-file problems (no such file, missing columns, UTF-16, an unreadable
-    CSV) raise :class:`DataFormatError`.
+    CSV) raise ``DataFormatError``.
     """
     path, media = Path(path), Path(media)
     if not media.exists():
@@ -398,7 +398,7 @@ def assign_splits(rows: Sequence[ClipRow], seed: int = DEFAULT_SPLIT_SEED,
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SegmentFeatures:
-    """What the dataset keeps of one extracted segment (the arrays of :class:`ClipFeatures`)."""
+    """What the dataset keeps of one extracted segment (the arrays of ``ClipFeatures``)."""
 
     start: float
     end: float
@@ -664,7 +664,7 @@ def frame_intervals(n: int, rate: float, offset: float) -> np.ndarray:
 def align_to_words(feats: SegmentFeatures, words: Sequence[tuple[str, float, float]],
                    modalities: Sequence[str]) -> dict[str, np.ndarray]:
     """Each modality's frames averaged over each word's interval (the CMU-SDK rule of
-    :func:`~misalatch.data.readers.csd.collapse_to_words`); a word without frames gets zeros."""
+    ``misalatch.data.readers.csd.collapse_to_words``); a word without frames gets zeros."""
     from misalatch.data.readers.csd import collapse_to_words
 
     word_iv = np.array([[s, e] for _, s, e in words], dtype=np.float64).reshape(-1, 2)
@@ -784,7 +784,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 @dataclass
 class ExtractResult:
-    """What :func:`extract_corpus` did."""
+    """What ``extract_corpus`` did."""
 
     out: Path
     shard: tuple[int, int]
@@ -873,7 +873,7 @@ def extract_corpus(media: str | os.PathLike[str], out: str | os.PathLike[str], *
                    options: ExtractOptions = ExtractOptions(), extractor: Extractor | None = None) -> ExtractResult:
     """Extract a corpus (or this shard of it) into ``out`` and assemble the prepared dataset when every
     shard has reported (module docstring). Per-segment problems are in ``result.failures`` (and in
-    ``out/failures.csv``); whole-input problems raise :class:`MisalatchError` before ``out`` is touched.
+    ``out/failures.csv``); whole-input problems raise ``MisalatchError`` before ``out`` is touched.
     """
     media, out = Path(media), Path(out)
     if (transcripts is None) == (text is None):

@@ -2,18 +2,18 @@
 
 Every clip is read as a stream of blocks, so memory does not grow with its length:
 
-* :func:`iter_audio` yields mono float32 blocks at one sample rate (FFmpeg's resampler down-mixes any
+* ``iter_audio`` yields mono float32 blocks at one sample rate (FFmpeg's resampler down-mixes any
   channel layout and converts any rate), exactly ``round((end - start) * rate)`` samples in all.
-* :func:`iter_pictures` yields RGB pictures on a fixed time grid (``rate`` per second; the picture on
+* ``iter_pictures`` yields RGB pictures on a fixed time grid (``rate`` per second; the picture on
   screen at each instant), turned upright by the display-matrix rotation a phone writes, with square
   pixels and the longer side at most ``max_side``.
 
 Times are seconds from the container's start (a stream that starts late is placed where it starts, the
 classic start-time offset trap). After decoding, the length of each stream is checked against what the
-container declares: a stream that stops more than :data:`TOLERANCE_S` early is a truncated file, an
+container declares: a stream that stops more than ``TOLERANCE_S`` early is a truncated file, an
 error; a stream that is declared shorter than the clip (streams of different lengths) is padded with
 silence or with rows without a picture, and a warning says so. Every failure is a
-:class:`~misalatch.errors.MediaError` reading ``FILE: reason``; only regular files are opened, so a
+``misalatch.errors.MediaError`` reading ``FILE: reason``; only regular files are opened, so a
 FIFO or a device never blocks.
 """
 
@@ -74,7 +74,7 @@ class VideoStreamInfo:
 
 @dataclass(frozen=True)
 class MediaInfo:
-    """What :func:`probe_media` found in a clip (no picture or sample is decoded)."""
+    """What ``probe_media`` found in a clip (no picture or sample is decoded)."""
 
     path: str
     format: str
@@ -152,7 +152,7 @@ def _scan_end(container: Any, origin: float) -> float:
 def probe_media(path: str | os.PathLike[str]) -> MediaInfo:
     """Streams, codecs, rates and durations of a clip, as its container declares them.
 
-    Raises :class:`~misalatch.errors.MediaError` for a file that is missing, empty, not a regular
+    Raises ``misalatch.errors.MediaError`` for a file that is missing, empty, not a regular
     file, not a media container, or has neither an audio nor a video stream.
     """
     name = os.fspath(path)
@@ -205,7 +205,7 @@ def _probe(name: str, container: Any) -> MediaInfo:
 
 def check_segment(info: MediaInfo, start: float | None, end: float | None) -> tuple[float, float]:
     """The segment ``[start, end)`` in seconds, defaulting to the whole clip; a segment outside the clip
-    (beyond its end by more than :data:`TOLERANCE_S`) or empty is a MediaError."""
+    (beyond its end by more than ``TOLERANCE_S``) or empty is a MediaError."""
     s = 0.0 if start is None else float(start)
     e = info.duration if end is None else float(end)
     if not (math.isfinite(s) and math.isfinite(e)):
@@ -228,7 +228,7 @@ def iter_audio(info: MediaInfo, *, sample_rate: int, start: float, end: float,
     Frame timestamps place the audio: silence before a stream that starts late, and silence in a gap
     between packets (a recorder that dropped audio), so the audio stays in step with the pictures. The
     blocks are FFmpeg's down-mix and resampling of every channel. A stream that ends before the segment
-    does is padded with silence (a warning when the gap exceeds :data:`TOLERANCE_S`), unless the
+    does is padded with silence (a warning when the gap exceeds ``TOLERANCE_S``), unless the
     container declares more audio than was decoded: then the file is truncated (MediaError).
     """
     av = require("av")

@@ -1,4 +1,4 @@
-"""One clip (or a segment of it) to acoustic and visual feature matrices: :func:`extract_clip`."""
+"""One clip (or a segment of it) to acoustic and visual feature matrices: ``extract_clip``."""
 
 from __future__ import annotations
 
@@ -46,10 +46,10 @@ class ClipFeatures:
 
 def extract_clip(path: str | os.PathLike[str], recipe: Recipe | None = None, *, start: float | None = None,
                  end: float | None = None, modalities: Sequence[str] = MODALITIES) -> ClipFeatures:
-    """Decode a clip and compute the features of ``recipe`` (default: :func:`default_recipe`).
+    """Decode a clip and compute the features of ``recipe`` (default: ``default_recipe``).
 
     ``start``/``end`` cut a segment (seconds; default the whole clip). ``modalities`` selects the
-    features computed (the others are None). Raises :class:`~misalatch.errors.MediaError`
+    features computed (the others are None). Raises ``misalatch.errors.MediaError``
     (``FILE: reason``) for a clip that cannot be decoded, is empty or truncated, lacks a stream the
     modalities need, or when the segment lies outside it.
     """

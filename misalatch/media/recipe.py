@@ -1,9 +1,9 @@
 """The recipe: everything that decides the numbers extracted from a clip.
 
-A :class:`Recipe` names the tool and version of each extractor, its parameters, the frame rates and the
+A ``Recipe`` names the tool and version of each extractor, its parameters, the frame rates and the
 name of every feature dimension. It is written into a prepared dataset and into every run folder trained
 on it, so that ``predict --media`` can re-create the same features from a new clip, or refuse to when the
-installed extractors differ (:func:`check_recipe_reproducible`). Its :meth:`Recipe.fingerprint` keys the
+installed extractors differ (``check_recipe_reproducible``). Its ``Recipe.fingerprint`` keys the
 per-clip cache: two recipes with the same fingerprint give the same features from the same file.
 
 Importing this module imports no media library: versions are read from the installed packages' metadata.
@@ -45,10 +45,10 @@ def installed_version(package: str) -> str | None:
 
 @dataclass(frozen=True)
 class Recipe:
-    """How features are made from a clip (frozen; build one with :func:`default_recipe`).
+    """How features are made from a clip (frozen; build one with ``default_recipe``).
 
     The feature names are part of the recipe so that a dataset says what each column is; they are
-    derived from the extractors and checked against them by :meth:`from_dict`.
+    derived from the extractors and checked against them by ``from_dict``.
     """
 
     sample_rate: int = 16000
@@ -63,7 +63,7 @@ class Recipe:
     """Seconds of audio on each side of a chunk that are analysed but not kept (pitch tracking and
     smoothing see across chunk edges)."""
     visual: str = "mediapipe-facemesh"
-    """Visual extractor: MediaPipe's face mesh (468 landmarks) turned into :data:`VISUAL_NAMES`."""
+    """Visual extractor: MediaPipe's face mesh (468 landmarks) turned into ``VISUAL_NAMES``."""
     visual_rate: float = 15.0
     """Pictures per second given to the face mesh (a fixed grid: the picture shown at each instant);
     15 keeps a 60-second clip above 5x real time on one core (30 runs at about 6x)."""
@@ -99,7 +99,7 @@ class Recipe:
         return dict(self.tools)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (lists for tuples); :meth:`from_dict` reads it back."""
+        """Plain JSON-able dict (lists for tuples); ``from_dict`` reads it back."""
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -113,7 +113,7 @@ class Recipe:
         return out
 
     def fingerprint(self) -> str:
-        """sha256 of the canonical JSON of :meth:`to_dict` (keys sorted): the cache key of the recipe."""
+        """sha256 of the canonical JSON of ``to_dict`` (keys sorted): the cache key of the recipe."""
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -121,7 +121,7 @@ class Recipe:
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "recipe") -> Recipe:
         """Validate a recorded recipe (from a dataset or a run folder; treated as untrusted).
 
-        Raises :class:`~misalatch.errors.DataFormatError` naming ``source``, the field and what was
+        Raises ``misalatch.errors.DataFormatError`` naming ``source``, the field and what was
         expected.
         """
         if not isinstance(data, Mapping):
@@ -240,9 +240,9 @@ def check_recipe_reproducible(recorded: Mapping[str, Any] | Recipe, current: Rec
     """The recorded recipe, once it is known that this installation re-creates its features.
 
     ``current`` defaults to the recorded parameters with the installed tools' versions. Raises
-    :class:`~misalatch.errors.MediaError` in one line naming both versions when a decoder or extractor
+    ``misalatch.errors.MediaError`` in one line naming both versions when a decoder or extractor
     version differs (features from another version are not the same numbers), and
-    :class:`~misalatch.errors.DataFormatError` when ``recorded`` is not a valid recipe.
+    ``misalatch.errors.DataFormatError`` when ``recorded`` is not a valid recipe.
     """
     recipe = recorded if isinstance(recorded, Recipe) else Recipe.from_dict(recorded, source=source)
     if current is None:

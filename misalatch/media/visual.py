@@ -1,9 +1,9 @@
 """Visual features: MediaPipe's face mesh turned into a pose- and scale-normalised face descriptor.
 
-For each picture of the time grid (:func:`misalatch.media.decode.iter_pictures`), MediaPipe's face mesh
+For each picture of the time grid (``misalatch.media.decode.iter_pictures``), MediaPipe's face mesh
 (``mediapipe.solutions.face_mesh`` of mediapipe 0.10.14, which ships its models in the wheel and works
 offline) finds up to two faces and 468 landmarks on each, tracking the face from picture to picture.
-The largest face is described by :func:`face_descriptor`:
+The largest face is described by ``face_descriptor``:
 
 1. Landmarks in pixels (``x * width, y * height, z * width``: MediaPipe's depth is on the scale of x).
 2. A head frame: the x axis runs from the centre of the subject's right eye (between landmarks 33 and
@@ -18,7 +18,7 @@ The largest face is described by :func:`face_descriptor`:
    measures in inter-ocular units, and where the face is in the picture.
 
 A row without a face (none found, or no picture) is all zeros with ``face_present`` 0 (the last
-column, and :attr:`ClipFeatures.face_present`); a warning counts such rows and rows with two faces.
+column, and ``ClipFeatures.face_present``); a warning counts such rows and rows with two faces.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Typed model configuration (MISA.md §11.1, MMLATCH.md §4.9).
 
-:class:`MisaConfig` holds every architectural choice; the model is built from it alone and it
+``MisaConfig`` holds every architectural choice; the model is built from it alone and it
 travels with the weights (checkpoint sidecar). Sizes that come from the data or the text encoder
 (``text_input_size``, ``visual_size``, ``acoustic_size``, ``vocab_size``) are fields too, filled in
-by :meth:`MisaConfig.for_data` or by the checkpoint importer; the config is never mutated.
+by ``MisaConfig.for_data`` or by the checkpoint importer; the config is never mutated.
 """
 
 from __future__ import annotations

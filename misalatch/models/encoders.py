@@ -1,7 +1,7 @@
 """Encoder building blocks: the sLSTM block (MISA.md §3) and the BERT adapter (MISA.md §2.1).
 
 The sLSTM modules keep the original parameter names on the MISA model (``vrnn1``, ``vlayer_norm``,
-``vrnn2``, ...) so that original checkpoints load without renaming; :func:`run_slstm` is the one
+``vrnn2``, ...) so that original checkpoints load without renaming; ``run_slstm`` is the one
 function that runs such a triple.
 """
 

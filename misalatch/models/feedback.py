@@ -5,20 +5,20 @@ of the two other modalities y, a generator G_{y→x} turns h_y into a sigmoid ma
 input width; the two masks of a target are combined (mean, product or max), mapped onto the target's
 layout, dropped out in training, and multiply the low-level input before MISA's second pass.
 
-The model runs its own passes: :class:`~misalatch.models.misa.MISA` computes the low-level inputs,
-the :class:`TimeAxes` (:func:`time_axes`) and its first pass (:class:`FirstPass`), hands them to the
+The model runs its own passes: ``MISA`` computes the low-level inputs,
+the ``TimeAxes`` (``time_axes``) and its first pass (``FirstPass``), hands them to the
 block and applies the masks it gets back. This module never calls into the model.
 
 The variants differ only in what the generators read and which generator they use — they are
-arguments of one class, :class:`FeedbackBlock`, registered by name in :data:`FEEDBACK`:
+arguments of one class, ``FeedbackBlock``, registered by name in ``FEEDBACK``:
 
 ==================  ===============================================  ===============================
 ``feedback``        high-level source h_y                            generator G_{y→x}
 ==================  ===============================================  ===============================
-sequence            per-step first-pass sequences (§4.3)             :class:`SequenceMaskGenerator`
-sequence-mlp        the same after a per-source MLP                  :class:`SequenceMaskGenerator`
-static              pooled first-pass vectors                        :class:`LinearMaskGenerator`
-static-projected    first-pass projected utterance vectors u_y (H)   :class:`LinearMaskGenerator`
+sequence            per-step first-pass sequences (§4.3)             ``SequenceMaskGenerator``
+sequence-mlp        the same after a per-source MLP                  ``SequenceMaskGenerator``
+static              pooled first-pass vectors                        ``LinearMaskGenerator``
+static-projected    first-pass projected utterance vectors u_y (H)   ``LinearMaskGenerator``
 ==================  ===============================================  ===============================
 
 Parameter names (MMLATCH.md §4.10): ``feedback.<target>.<source>.lstm.*`` or ``.linear.*`` and
@@ -237,7 +237,7 @@ class FeedbackBlock(nn.Module):
             ``detach_first_pass``.
         source: ``sequence`` (per-step first-pass sequences, LSTM generators), ``pooled``
             (utterance-level first-pass vectors, Linear generators) or ``projected`` (u_y, Linear).
-        mlp: pass per-step sources through a per-source :class:`SourceMLP` first (``sequence-mlp``).
+        mlp: pass per-step sources through a per-source ``SourceMLP`` first (``sequence-mlp``).
     """
 
     def __init__(self, config: MisaConfig, *, source: SourceKind, mlp: bool = False) -> None:
@@ -326,7 +326,7 @@ class FeedbackBlock(nn.Module):
         return mask.transpose(0, 1).gather(1, index)
 
     def forward(self, first_pass: FirstPass, axes: TimeAxes) -> FeedbackMasks:
-        """Masks per target in the layout of the tensor they multiply (see :class:`FeedbackMasks`)."""
+        """Masks per target in the layout of the tensor they multiply (see ``FeedbackMasks``)."""
         sources = self.high_level(first_pass, axes)
         if self.detach_first_pass:
             sources = {m: Source(s.value.detach(), s.lengths) for m, s in sources.items()}

@@ -1,4 +1,4 @@
-"""The four MISA losses (MISA.md §9), computed from a :class:`MisaOutput`, never from the module."""
+"""The four MISA losses (MISA.md §9), computed from a ``MisaOutput``, never from the module."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """MISA (Hazarika et al., ACM MM 2020) exactly as the original code computes it (MISA.md §1-§7).
 
 Module names follow the original ``state_dict`` (MISA.md §12) so that original checkpoints load
-with a plain ``load_state_dict`` plus an ignore list. ``forward`` returns a :class:`MisaOutput` and
+with a plain ``load_state_dict`` plus an ignore list. ``forward`` returns a ``MisaOutput`` and
 assigns nothing to ``self``.
 """
 
@@ -290,5 +290,5 @@ class MISA(nn.Module):
 
     def losses(self, output: MisaOutput, labels: torch.Tensor) -> MisaLosses:
         """The four losses of a forward's output (separate so that several processes can compute
-        them on the outputs of the whole batch, gathered: :mod:`misalatch.training.distributed`)."""
+        them on the outputs of the whole batch, gathered: ``misalatch.training.distributed``)."""
         return compute_losses(output, labels, self.config)

@@ -16,11 +16,11 @@ Toolkit deviations from georgepar/mmlatch, each with an option where it changes 
 * mask dropout in training only; ``mask_dropout_at_eval=True`` restores the original's stochastic
   evaluation;
 * text may be BERT (word vectors = mean of BERT's last hidden states over each word's wordpieces,
-  the word/wordpiece rules of :mod:`misalatch.models.feedback`) and data may be unaligned (masks
+  the word/wordpiece rules of ``misalatch.models.feedback``) and data may be unaligned (masks
   and A/V encodings resampled in time as in MMLATCH.md §4.6) — the original knew GloVe on
   word-aligned data only.
 
-``forward`` returns an :class:`MMLatchOutput` and assigns nothing to ``self``.
+``forward`` returns an ``MMLatchOutput`` and assigns nothing to ``self``.
 """
 
 from __future__ import annotations
@@ -309,7 +309,7 @@ class _Sequences:
                             "top-down masks, cross-attention fuser",
                 signature="head.out.weight")
 class MMLatch(nn.Module):
-    """The original MMLatch model on :class:`ModelInputs`.
+    """The original MMLatch model on ``ModelInputs``.
 
     Args:
         config: the architecture; sizes must match the data and the text encoder.
@@ -461,6 +461,6 @@ class MMLatch(nn.Module):
         return output
 
     def losses(self, output: MMLatchOutput, labels: torch.Tensor) -> TaskLosses:
-        """The task loss of a forward's output (the seam :meth:`MISA.losses` describes)."""
+        """The task loss of a forward's output (the seam ``MISA.losses`` describes)."""
         task = task_loss(output.prediction, labels, self.config.num_classes, self.config.regression_loss)
         return TaskLosses(task=task, total=task)

@@ -121,7 +121,7 @@ class _LossTerms:
         return {name: float(getattr(self, name).detach()) for name in self.names()}
 
     def stacked(self) -> torch.Tensor:
-        """The terms as one float64 tensor in :meth:`names` order: summed on the device over an
+        """The terms as one float64 tensor in ``names`` order: summed on the device over an
         epoch and read once, so that training never waits for the device at every step."""
         return torch.stack([getattr(self, name).detach().double() for name in self.names()])
 
@@ -139,7 +139,7 @@ class MisaLosses(_LossTerms):
 
 @dataclass
 class TaskLosses(_LossTerms):
-    """A model whose only loss is the task loss (MMLatch); same seam as :class:`MisaLosses`."""
+    """A model whose only loss is the task loss (MMLatch); same seam as ``MisaLosses``."""
 
     task: torch.Tensor
     total: torch.Tensor

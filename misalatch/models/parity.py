@@ -1,7 +1,7 @@
 """Parity with the original MISA code on golden vector files (MISA.md §13).
 
 A golden case is ``<case>.safetensors`` (original parameters, inputs, every output, loss and
-gradient) with ``<case>.json`` beside it (the configuration). :func:`check_parity` builds the
+gradient) with ``<case>.json`` beside it (the configuration). ``check_parity`` builds the
 model from the JSON, imports the parameters through the same importer as original checkpoints,
 runs the inputs in eval mode and compares everything present in the file.
 """

@@ -1,7 +1,7 @@
 """Models by name (timm-style): a name → the model class, its typed config and its training recipe.
 
-Each model module registers its class with :func:`register_model`; everything above the models room
-(training, evaluation, commands) builds, loads and describes models through :func:`get_model` and
+Each model module registers its class with ``register_model``; everything above the models room
+(training, evaluation, commands) builds, loads and describes models through ``get_model`` and
 the small protocols below, never by importing a model class or branching on a model's name.
 
     spec = get_model("mmlatch")              # ConfigError listing the valid names if unknown
@@ -12,46 +12,14 @@ the small protocols below, never by importing a model class or branching on a mo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Iterable, Iterator, Protocol, TypeVar
+from typing import Any, Callable, Iterable, Protocol
 
 import torch
 from torch import nn
 
 from misalatch.errors import ConfigError
 
-T = TypeVar("T")
-
-
-class Registry(Generic[T]):
-    """Name → value, filled where each value is defined; unknown names raise :class:`ConfigError`."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self._items: dict[str, T] = {}
-
-    def add(self, name: str, value: T) -> T:
-        if name in self._items:
-            raise ValueError(f"{self.kind} {name!r} is registered twice")
-        self._items[name] = value
-        return value
-
-    def register(self, name: str) -> Callable[[T], T]:
-        """Decorator form of :meth:`add`."""
-        return lambda value: self.add(name, value)
-
-    def names(self) -> tuple[str, ...]:
-        return tuple(self._items)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._items
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def get(self, name: str) -> T:
-        if name not in self._items:
-            raise ConfigError(f"unknown {self.kind} {name!r}; valid: {', '.join(sorted(self.names()))}")
-        return self._items[name]
+from misalatch.models.names import Registry  # noqa: F401 - the registries' class, re-exported
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,12 +1,12 @@
 """Toolkit checkpoints: safetensors weights + a JSON sidecar + a manifest (DATA.md §9.3).
 
-A checkpoint is a SET of files committed as one unit (:func:`misalatch.io.atomic.commit_files`)::
+A checkpoint is a SET of files committed as one unit (``misalatch.io.atomic.commit_files``)::
 
     best.safetensors        the model's weights
     best.json               the sidecar: format, config, model_config, epoch, metrics, versions
     best.manifest.json      written last: the set's files with their sizes and sha256
 
-and, while a run is in progress, its resumable state (:class:`ResumeState`)::
+and, while a run is in progress, its resumable state (``ResumeState``)::
 
     resume.safetensors      current weights (unless they are the best ones), optimiser moments,
                             RNG states; the best epoch's optimiser moments when ``trials > 1``
@@ -16,7 +16,7 @@ and, while a run is in progress, its resumable state (:class:`ResumeState`)::
 Both sets of one epoch go into ONE commit, so the best weights, the sidecar and the optimiser state
 are always from the same epoch. Loading verifies the manifest (sizes and sha256) before anything
 is read, and every problem — a truncated or garbled file, weights of another configuration, a
-sidecar that is not an object or lacks a field — is a :class:`CheckpointError` naming the file.
+sidecar that is not an object or lacks a field — is a ``CheckpointError`` naming the file.
 """
 
 from __future__ import annotations
@@ -344,7 +344,7 @@ def _problem_line(source: str, problems: list[str], what: str = "the configured 
 
 def check_tensor_header(path: Path, own: dict[str, torch.Tensor], *, skip: tuple[str, ...] = ()) -> None:
     """Every tensor of ``path`` has the dtype and shape of the model's ``own`` state (names in ``skip``
-    are not in the file: they are referenced, see :func:`split_referenced`), checked from the file's
+    are not in the file: they are referenced, see ``split_referenced``), checked from the file's
     header before any tensor is loaded. One CheckpointError naming the file and the first tensors."""
     expected = expected_tensors({k: v for k, v in own.items() if k not in skip})
     problems = tensor_problems(expected, _header(path))
@@ -448,7 +448,7 @@ def fill_referenced(state: dict[str, torch.Tensor], record: dict[str, Any] | Non
 # ----------------------------------------------------------------------------------------------
 @dataclass
 class ResumeState:
-    """Everything :func:`misalatch.training.loop.fit` needs to continue after ``epoch`` exactly."""
+    """Everything ``misalatch.training.loop.fit`` needs to continue after ``epoch`` exactly."""
 
     epoch: int
     model: dict[str, torch.Tensor] | None  # None: the current weights ARE the best weights

@@ -1,4 +1,4 @@
-"""The typed run configuration behind ``misalatch train`` and :func:`misalatch.train`.
+"""The typed run configuration behind ``misalatch train`` and ``misalatch.train``.
 
 One flat, frozen dataclass: the command line is derived from it (tyro), a YAML file fills it, and
 the resolved copy is written next to every result. Fields left at ``None`` take the dataset's
@@ -263,7 +263,7 @@ class TrainConfig:
         """Build from a dict (YAML), rejecting unknown keys and wrong types with the key's name.
 
         The values sit on top of a preset: ``preset`` if given, else the recipe of ``model``
-        (:mod:`misalatch.training.presets`); the resolved config records the preset's name.
+        (``misalatch.training.presets``); the resolved config records the preset's name.
         """
         from misalatch.models.registry import get_model
         from misalatch.training.presets import preset_values
@@ -376,3 +376,14 @@ def dataset_family(dataset_name: str) -> str:
     if "funny" in name or "humor" in name:
         return "ur_funny"
     return "mosi"
+
+
+NOT_A_SETTING = ("out", "overwrite", "seed", "seeds")  # where and which seed: shown apart from the settings
+
+
+def changed_settings(config: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """field -> (value, default) where ``config`` differs from the defaults of its preset: the part of a
+    resolved configuration a report shows (where the run went and its seeds are shown elsewhere)."""
+    defaults = TrainConfig.from_dict({"model": config.model, "preset": config.preset}).to_dict()
+    return {name: (value, defaults[name]) for name, value in config.to_dict().items()
+            if name not in NOT_A_SETTING and value != defaults[name]}

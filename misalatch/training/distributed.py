@@ -1,7 +1,7 @@
 """Several processes training one model: ``torchrun --nproc-per-node N -m misalatch train ...``.
 
 Every rank draws the same global batch (the run's seeded generator is the same everywhere) and runs
-the model on its contiguous shard of it, wrapped in :class:`~torch.nn.parallel.DistributedDataParallel`
+the model on its contiguous shard of it, wrapped in ``DistributedDataParallel``
 (gradients averaged over ranks). MISA's difference and CMD losses are statistics of the whole batch,
 so the model's outputs are gathered (differentiably, gradients summed back to their rank) and every
 rank computes the losses of the *global* batch: the step is the single-process step of that batch
@@ -87,7 +87,7 @@ def is_main_process() -> bool:
 
 @contextlib.contextmanager
 def distributed_job(device: torch.device) -> Iterator[Distributed]:
-    """:func:`from_environment` for the length of a run; the process group it joined is left at the end."""
+    """``from_environment`` for the length of a run; the process group it joined is left at the end."""
     joined = is_distributed_launch() and not dist.is_initialized()
     ctx = from_environment(device)
     try:

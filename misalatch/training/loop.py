@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from misalatch.io.progress import progress_enabled  # noqa: F401 - used below, and re-exported
+
 from misalatch.data.batching import Batch, BatchSpec, batch_order, collate, num_batches, segment_lengths
 from misalatch.data.canonical import Segment
 from misalatch.errors import CheckpointError
@@ -38,9 +40,6 @@ from misalatch.training.seeding import restore_rng_state, rng_state
 log = logging.getLogger(__name__)
 
 
-def progress_enabled() -> bool:
-    """Bars only on an interactive terminal and when misalatch logs at INFO or below."""
-    return sys.stderr.isatty() and logging.getLogger("misalatch").getEffectiveLevel() <= logging.INFO
 
 
 @dataclass
@@ -243,12 +242,12 @@ def fit(
     epoch as if it had never stopped (same batches, same dropout masks, same counters, the same
     place in the warm-up). ``on_epoch`` then sees the epoch's history row (e.g. a search pruner);
     it may raise to stop. Under torchrun (``dist_ctx``) the model trains in DistributedDataParallel,
-    each rank on its shard of every batch (:mod:`misalatch.training.distributed`). ``eval_seed``
+    each rank on its shard of every batch (``misalatch.training.distributed``). ``eval_seed``
     (``--length-quirk``) evaluates in shuffled batches drawn afresh each epoch from that seed
-    (:func:`eval_shuffle_seed`) instead of length-sorted ones.
-    each rank on its shard of every batch (:mod:`misalatch.training.distributed`). ``lr_factors``
+    (``eval_shuffle_seed``) instead of length-sorted ones.
+    each rank on its shard of every batch (``misalatch.training.distributed``). ``lr_factors``
     (parameter-name prefix → multiplier, e.g. ``{"feedback.": 10}``) trains those parameters at a
-    multiple of ``lr`` (:func:`param_groups`).
+    multiple of ``lr`` (``param_groups``).
     """
     net = wrap(model, dist_ctx, device)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -1,9 +1,9 @@
 """``predict --media``: a trained run on new clips, with the features re-created as the run's data was made.
 
 The run folder records what its dataset was extracted with (``best.json`` -> ``data.media``: the recipe,
-the modalities, the alignment and the normalisation statistics; :func:`misalatch.training.run_dir.data_facts`).
-:func:`predict_media` checks that this installation re-creates those features
-(:func:`misalatch.media.check_recipe_reproducible`), extracts the clips with the same recipe, applies the
+the modalities, the alignment and the normalisation statistics; ``misalatch.training.run_dir.data_facts``).
+``predict_media`` checks that this installation re-creates those features
+(``misalatch.media.check_recipe_reproducible``), extracts the clips with the same recipe, applies the
 same normalisation and word alignment, prepares the text with the run's own tokenizer or vocabulary and
 runs the best model: the numbers equal what ``predict --data`` gives on the extracted dataset. Nothing is
 written but the predictions file.
@@ -57,7 +57,7 @@ class MediaPrediction:
 
 @dataclass
 class MediaPredictions:
-    """What :func:`predict_media` returns: one prediction per segment that could be extracted, and the others."""
+    """What ``predict_media`` returns: one prediction per segment that could be extracted, and the others."""
 
     predictions: list[MediaPrediction]
     failures: list[Failure]
@@ -100,7 +100,7 @@ def predict_media(run_dir: str | os.PathLike[str], media: str | os.PathLike[str]
     """Predict every segment of ``media`` (a folder + ``transcripts``, or one clip + ``text``) with the
     run's best model, re-extracting the features with the run's recorded recipe (module docstring).
 
-    Raises :class:`MediaError` when the run's features cannot be re-created from media, or when the
+    Raises ``MediaError`` when the run's features cannot be re-created from media, or when the
     installed extractors differ from the recorded ones (one line naming both versions). Segments that
     cannot be extracted are returned in ``failures``; the others are predicted.
     """
@@ -158,7 +158,7 @@ def predict_media(run_dir: str | os.PathLike[str], media: str | os.PathLike[str]
 
 
 def write_media_predictions(predictions: MediaPredictions, path: str | os.PathLike[str]) -> Path:
-    """Write :meth:`MediaPredictions.to_csv` atomically."""
+    """Write ``MediaPredictions.to_csv`` atomically."""
     return atomic_write_text(Path(path), predictions.to_csv())
 
 

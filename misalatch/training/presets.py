@@ -1,6 +1,6 @@
 """Named training presets: the starting values of a run, below a config file and flags.
 
-A preset is a partial :class:`~misalatch.training.config.TrainConfig` (field name → value). Order
+A preset is a partial ``TrainConfig`` (field name → value). Order
 of precedence, lowest first: the ``TrainConfig`` defaults, the preset, a ``--config`` file, flags.
 Every registered model names its preset (``ModelSpec.recipe``); ``--model mmlatch`` without
 ``--preset`` starts from it.
@@ -20,7 +20,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from misalatch.models.registry import Registry
+from misalatch.models.names import Registry
 
 PRESETS: Registry[Mapping[str, Any]] = Registry("training preset")
 

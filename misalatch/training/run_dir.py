@@ -12,7 +12,7 @@ loaded back for ``evaluate``, ``predict`` and ``masks``.
       run.json                  the marker: this folder is misalatch's, and what it wrote (misalatch.io.owned)
       tokenizer/ | vocab.json   what the text was prepared with, so the run reloads offline
 
-:func:`load_run` rebuilds the model from the sidecar and the data with the run's own text preparation.
+``load_run`` rebuilds the model from the sidecar and the data with the run's own text preparation.
 """
 
 from __future__ import annotations

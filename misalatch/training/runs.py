@@ -1,9 +1,9 @@
-"""Runs: from a :class:`TrainConfig` to trained, evaluated, saved models.
+"""Runs: from a ``TrainConfig`` to trained, evaluated, saved models.
 
-``train(config)`` sets the run up once (:mod:`misalatch.training.setup`: data loaded, text tokenised
+``train(config)`` sets the run up once (``misalatch.training.setup``: data loaded, text tokenised
 or mapped to ids exactly once), then for each seed builds a fresh model, fits it on the train split
 with model selection on the validation split, evaluates the best checkpoint once on the test split
-and writes its run folder (:mod:`misalatch.training.run_dir`, which also loads runs back).
+and writes its run folder (``misalatch.training.run_dir``, which also loads runs back).
 ``resume_training(run_dir)`` continues a killed run exactly where its last epoch ended.
 """
 
@@ -16,6 +16,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+import torch
 
 from misalatch.errors import CheckpointError, ConfigError
 from misalatch.evaluation.aggregate import AggregateRow, aggregate, write_aggregate
@@ -73,7 +75,7 @@ class RunResult:
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns: one :class:`RunResult` per seed and the aggregate over seeds."""
+    """What ``train`` returns: one ``RunResult`` per seed and the aggregate over seeds."""
 
     out_dir: Path
     runs: list[RunResult]
@@ -181,6 +183,7 @@ def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
     metrics = {"validation": valid.metrics, "test": test_metrics, "dev_loss": valid.loss,
                "test_loss": test.loss if test is not None else None,
                "best_epoch": fit_result.best_epoch, "epochs_run": len(fit_result.history), "seed": seed,
+               "threads": torch.get_num_threads(),
                "data": data_facts(setup.dataset), "text_encoder": setup.text.description}
     here = output.path / sub
     commit_checkpoints(here, best_set({**sidecar_base, "epoch": fit_result.best_epoch, "metrics": {
@@ -199,10 +202,10 @@ def _sha_or_none(path: Path) -> str | None:
 def train(config: TrainConfig | dict[str, Any] | None = None, **overrides: Any) -> TrainResult:
     """Train the configured model (``model``: misa with its feedback variants, or mmlatch); one run per seed.
 
-    ``config`` is a :class:`TrainConfig`, a dict of its fields, or None for the defaults (the
+    ``config`` is a ``TrainConfig``, a dict of its fields, or None for the defaults (the
     built-in synthetic data); keyword ``overrides`` win, over the preset of their ``model`` when no
-    config is given (``train(model="mmlatch")`` uses the MMLatch recipe). Returns a :class:`TrainResult`.
-    The output folder is claimed as :mod:`misalatch.io.owned` describes (docs/reliability.md).
+    config is given (``train(model="mmlatch")`` uses the MMLatch recipe). Returns a ``TrainResult``.
+    The output folder is claimed as ``misalatch.io.owned`` describes (docs/reliability.md).
     """
     if config is None:
         config = TrainConfig.from_dict(overrides)
@@ -222,6 +225,7 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **overrides: Any) 
                     return _train_seeds(setup, output, done={}, dist_ctx=ctx)
         with claim_output(out, "train", overwrite=config.overwrite) as output:
             output.annotate(config=config.replace(out=str(out), overwrite=False).to_dict(),
+                            threads=torch.get_num_threads(),  # set by --threads; a process setting, not the config's
                             **({"processes": ctx.world_size} if ctx.enabled else {}))
             return _train_seeds(setup, output, done={}, dist_ctx=ctx)
 
@@ -248,15 +252,16 @@ def _train_seeds(setup: RunSetup, output: Output, done: dict[int, RunResult],
 
 
 RESUME_FLAGS = ("device", "keep_resume_state")
-"""What may differ on ``--resume``: neither changes what is computed (CPU vs GPU aside)."""
+"""What may differ on ``--resume``: neither changes what is computed (CPU vs GPU aside). The command's
+``--threads`` may differ too: it is a setting of the process, not of the run."""
 
 
 def resume_training(run_dir: str | Path, *, trust_unverified: bool = False, **changes: Any) -> TrainResult:
     """Continue a killed ``train`` run in ``run_dir`` with its own config.
 
-    ``changes`` may only set :data:`RESUME_FLAGS`. Checkpoints without a manifest are refused unless
-    ``trust_unverified`` (:func:`misalatch.training.checkpoint.verify_manifest`); what is resumed is
-    checked first (:func:`check_seed_folder`, :func:`misalatch.training.checkpoint.check_resume_document`).
+    ``changes`` may only set ``RESUME_FLAGS``. Checkpoints without a manifest are refused unless
+    ``trust_unverified`` (``misalatch.training.checkpoint.verify_manifest``); what is resumed is
+    checked first (``check_seed_folder``, ``misalatch.training.checkpoint.check_resume_document``).
     Seeds that finished are kept, the interrupted one continues after its last saved epoch exactly
     as it would have, the others are trained.
     """
@@ -283,6 +288,7 @@ def resume_training(run_dir: str | Path, *, trust_unverified: bool = False, **ch
     setup = setup_run(config)
     resolve_device(config.device)
     with open_output(run_dir, "train") as output:
+        output.annotate(threads=torch.get_num_threads())  # this process's (--threads), as train() records it
         seeds = config.run_seeds
         done: dict[int, RunResult] = {}
         states: dict[int, ResumeState] = {}

@@ -35,7 +35,7 @@ def rng_state(generator: torch.Generator) -> dict[str, Any]:
 
 
 def restore_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
-    """Put back what :func:`rng_state` captured (CUDA states only where the devices exist)."""
+    """Put back what ``rng_state`` captured (CUDA states only where the devices exist)."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -46,7 +46,7 @@ def restore_rng_state(state: dict[str, Any], generator: torch.Generator) -> None
 
 
 def split_rng_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """The JSON part and the tensor part of a :func:`rng_state` (for safetensors + JSON files)."""
+    """The JSON part and the tensor part of a ``rng_state`` (for safetensors + JSON files)."""
     version, mt, gauss = state["python"]
     kind, keys, pos, has_gauss, cached = state["numpy"]
     tensors = {"torch": state["torch"], "generator": state["generator"],

@@ -1,8 +1,8 @@
 """Setting up a run: the data loaded once, the text prepared once, the model config and fresh models.
 
-:func:`setup_run` turns a :class:`TrainConfig` into a :class:`RunSetup` (data with its text tokenised
+``setup_run`` turns a ``TrainConfig`` into a ``RunSetup`` (data with its text tokenised
 or mapped to ids exactly once, per-dataset defaults resolved, the config of the model named by
-``--model``, built through :mod:`misalatch.models.registry`); :func:`build_model` makes a fresh model
+``--model``, built through ``misalatch.models.registry``); ``build_model`` makes a fresh model
 from it for each seed.
 """
 

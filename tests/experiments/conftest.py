@@ -66,7 +66,7 @@ def postgres_url() -> Iterator[str]:
     The server refuses to run as root, so as root it runs as the ``postgres`` user (runuser)."""
     bindir = _postgres_bindir()
     if bindir is None:
-        pytest.skip("PostgreSQL server binaries are not installed (scripts/setup_env.sh installs Debian's postgresql)")
+        pytest.skip("PostgreSQL server binaries are not installed (scripts/system_packages.sh installs Debian's postgresql)")
     root = Path(tempfile.mkdtemp(prefix="misalatch-pg-"))
     prefix: list[str] = []
     if os.geteuid() == 0:

@@ -46,6 +46,10 @@ def test_compare_run_and_sweep(tiny_runs: TinyRuns, sweep_dir: Path, tmp_path: P
     assert comparison.rows[1].metrics["mae"].std == pytest.approx(none["mae"]["std"])
 
     markdown = to_markdown(comparison)
+    assert markdown.startswith("**SYNTHETIC data** (every folder)")  # what data it is, first
+    assert comparison.synthetic == (str(tiny_runs.misa), str(sweep_dir))
+    valid = compare([sweep_dir], split="validation")  # the alias of the name every command uses
+    assert valid.split == "valid" and valid.rows[0].metrics["mae"].mean == document["variants"][0]["validation"]["mae"]["mean"]
     mae = none["mae"]
     assert f"| sweep/none | sweep | {mae['mean']:.3f} ± {mae['std']:.3f} | " in markdown
     table = list(csv.DictReader(io.StringIO(to_csv(comparison))))
@@ -121,3 +125,20 @@ def test_run_dirs_outside_the_sweep_are_not_followed(tiny_runs: TinyRuns, tmp_pa
     (folder / "results.json").write_text(json.dumps(document))
     runs = read_results(folder).variants[0].runs
     assert [r.run_dir for r in runs] == [None, None]
+
+
+def test_results_markdown_says_data_settings_and_one_seed() -> None:
+    from misalatch.experiments.results import results_markdown
+    from tests.experiments.conftest import sweep_document
+
+    document = sweep_document(seeds=(1111,))
+    document["sweep"]["base_config"] = {"data": "synthetic", "hidden_size": 8, "max_epochs": 1, "out": "x"}
+    for variant in document["variants"]:
+        for run in variant["runs"]:
+            run.setdefault("attempts", 1)
+    markdown = results_markdown(document)
+    assert markdown.startswith("# Sweep `tiny` [SYNTHETIC data]")
+    assert "`hidden_size` = 8 (default 128)" in markdown and "`max_epochs` = 1 (default 500)" in markdown
+    assert "`out`" not in markdown  # where it went is not a setting
+    paired = [line for line in markdown.splitlines() if line.startswith("| static | none |")]
+    assert paired and paired[0].count("n/a (1 seed)") == 2

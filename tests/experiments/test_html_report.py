@@ -21,7 +21,7 @@ from misalatch.cli import main as cli_main
 from misalatch.errors import ConfigError
 from misalatch.evaluation.report import format_mean_std
 from misalatch.experiments.html_report import build_report, redact_url, write_report
-from tests.experiments.conftest import HOSTILE, TinyRuns
+from tests.experiments.conftest import HOSTILE, TinyRuns, make_sweep
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
@@ -32,7 +32,7 @@ def chromium() -> str:
         if path:
             return path
     pytest.skip("no Chromium binary on PATH (install it with `apt-get install -y chromium`; "
-                "scripts/setup_env.sh does so when run as root)")
+                "scripts/system_packages.sh does so when run as root)")
 
 
 def run_chromium(url: str, profile: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -162,3 +162,65 @@ def test_masks_read_from_folder_and_refusals(tiny_runs: TinyRuns, tmp_path: Path
 def test_redact_url() -> None:
     assert redact_url("postgresql://u:pw@host:5432/db") == "postgresql://u:***@host:5432/db"
     assert redact_url("sqlite:///sweeps/mosi/optuna.db") == "sqlite:///sweeps/mosi/optuna.db"
+
+
+def _text(page: str) -> str:
+    """The page without its embedded images (whose base64 may spell anything)."""
+    return re.sub(r"data:image/png;base64,[^\"]*", "", page)
+
+
+def test_report_says_what_data_and_config_and_aggregates_masks_over_seeds(sweep_dir: Path) -> None:
+    page = build_report(sweep_dir)
+    assert re.search(r"<title>misalatch report \[SYNTHETIC data\]: ", page)  # the data in the title
+    assert re.search(r"<h1>misalatch report \[SYNTHETIC data\]", page)
+    # the resolved configuration where it differs from the defaults (the tiny runs' settings)
+    config = re.search(r'<table id="config">(.*?)</table>', page, re.S)
+    assert config is not None
+    for field, value in (("hidden_size", "8"), ("max_epochs", "1"), ("text_encoder", "learned"), ("batch_size", "24")):
+        assert re.search(rf'data-field="{field}"><td><code>{field}</code></td><td>{value}</td>', config.group(1)), field
+    assert 'data-field="lr"' not in config.group(1)  # at its default: not listed
+    # the static variant's masks over both seeds, not the first seed only
+    assert "feedback masks over 2 seeds" in page
+    assert page.count("feedback masks, seed ") == 2
+    assert re.search(r'<table class="masks-seeds">.*?<td class="num" data-stat="mean">[0-9.]+ ± [0-9.]+</td>', page, re.S)
+    # navigable: a summary first, the long sections folded
+    assert page.index('id="summary"') < page.index('id="results"') < page.index('id="curves"')
+    assert '<details id="curves">' in page and '<details id="runs">' in page
+    assert "NaN" not in _text(page)
+
+
+def test_one_seed_says_not_applicable_instead_of_nan(tiny_runs: TinyRuns, tmp_path: Path) -> None:
+    import copy
+
+    from tests.experiments.conftest import sweep_document
+
+    page = build_report(tiny_runs.feedback, compute_masks=True)
+    assert "n/a (1 seed)" in page and "NaN" not in _text(page)
+    assert "feedback masks over 1 seed" in page
+    document = sweep_document(seeds=(1111,))
+    one = make_sweep(tmp_path / "one", tiny_runs, copy.deepcopy(document))
+    paired = re.search(r'<table id="paired">(.*?)</table>', build_report(one, masks=False), re.S)
+    assert paired is not None and paired.group(1).count("n/a (1 seed)") == 2  # CI and p-value
+
+
+def test_first_screen_shows_the_summary(sweep_dir: Path, tmp_path: Path) -> None:
+    """A screenshot of the first screen (1280 x 800) holds the summary box and the SYNTHETIC warning,
+    found by their background colours."""
+    out = tmp_path / "report.html"
+    assert cli_main(["report", str(sweep_dir), "--out", str(out), "--no-masks"]) == 0
+    shot = tmp_path / "first.png"
+    command = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
+               f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,800", "--hide-scrollbars",
+               f"--screenshot={shot}", out.resolve().as_uri()]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    import matplotlib.image
+
+    pixels = (matplotlib.image.imread(str(shot))[..., :3] * 255).round().astype(int)
+    assert pixels.shape[:2] == (800, 1280)
+
+    def share(rgb: tuple[int, int, int]) -> float:
+        return float(np.mean(np.all(np.abs(pixels - np.array(rgb)) <= 2, axis=2)))
+
+    assert share((0xea, 0xf2, 0xff)) > 0.01  # the summary box (#eaf2ff)
+    assert share((0xff, 0xf4, 0xe0)) > 0.002  # the SYNTHETIC warning (#fff4e0)

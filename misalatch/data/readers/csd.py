@@ -407,7 +407,7 @@ def read_csd_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def read_csd(path: str | Path, *, words: bool = False) -> dict[str, CsdEntry]:
-    """Every valid entry of a (small) ``.csd`` file, by video id. For big files use :class:`CsdSequence`."""
+    """Every valid entry of a (small) ``.csd`` file, by video id. For big files use ``CsdSequence``."""
     with CsdSequence(path, words=words) as seq:
         out = {vid: entry for vid in seq.videos() if (entry := seq.read(vid)) is not None}
         if seq.skipped:
@@ -671,7 +671,7 @@ def build_csd_dataset(
     ``folds`` None uses the standard folds shipped with misalatch for ``dataset``. Files are read
     video by video, so memory is bounded by the longest video plus the output.
 
-    Raises :class:`DataFormatError` (naming the file) for unreadable files, inconsistent feature
+    Raises ``DataFormatError`` (naming the file) for unreadable files, inconsistent feature
     widths, a sequence with no valid entry, or a split left empty; per-segment problems are counted
     in ``meta["dropped"]`` / ``meta["nonfinite"]`` instead.
     """

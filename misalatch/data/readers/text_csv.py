@@ -53,7 +53,7 @@ def read_text_csv(path: str | Path) -> CanonicalDataset:
 
     Segments with an empty ``text`` are dropped (a zero-length sequence cannot be packed) and counted
     in ``meta["dropped"]["empty"]``; rows with an empty ``split`` are in no fold and counted as
-    ``no_fold`` (DATA.md §3.7). ``dev`` is read as ``valid``. Raises :class:`DataFormatError` naming
+    ``no_fold`` (DATA.md §3.7). ``dev`` is read as ``valid``. Raises ``DataFormatError`` naming
     the file, line and field for anything else that does not fit.
     """
     path = Path(path)

@@ -7,7 +7,7 @@ Both versions: ``data_folds.pkl`` (``{"train"|"dev"|"test": [id, ...]}``), ``hum
 ``word_embedding_indexes_sdk.pkl`` and no words; V2 gives ``language_sdk.pkl`` with the indexes
 and the ``punchline_sentence``. Only the punchline is used (as MISA did); ``dev`` becomes ``valid``.
 
-Word indexes are shifted by :data:`TEXT_ID_OFFSET` so that ``text_ids`` keep the toolkit's
+Word indexes are shifted by ``TEXT_ID_OFFSET`` so that ``text_ids`` keep the toolkit's
 ``<unk>`` 0 / ``<pad>`` 1 convention; the embedding gets two zero rows in front, so
 ``embedding[text_ids]`` is exactly the release's vector for every word.
 File names may carry a prefix (``urfunny_v1_data_folds.pkl``).

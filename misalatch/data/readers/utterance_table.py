@@ -21,7 +21,7 @@ default) every feature column is standardised with the mean and standard deviati
 split only (a constant column becomes 0), because per-utterance features come in very different
 scales (an F0 mean in Hz beside probabilities). ``valid_fraction`` holds out part of the training
 split for validation when the table has no validation rows: whole speakers (videos) are held out,
-chosen with a seeded permutation, so that no speaker is on both sides (see :func:`hold_out_valid`).
+chosen with a seeded permutation, so that no speaker is on both sides (see ``hold_out_valid``).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def read_utterance_table(path: str | Path, *, labels: str | Path | None = None, 
 
     ``labels``: a ``segment_id,label`` CSV joined on the id (it replaces a ``label`` column).
     ``valid_fraction``: hold out that share of the training speakers for validation (the table then
-    must have no validation rows). Raises :class:`DataFormatError` naming the file, the row or
+    must have no validation rows). Raises ``DataFormatError`` naming the file, the row or
     column and what was expected for anything that does not fit.
     """
     path = Path(path)

@@ -1,8 +1,8 @@
 """Synthetic data, kept apart from the readers of real formats.
 
-- :mod:`~misalatch.data.synthetic.mosi`: the built-in MOSI-like dataset (``--data synthetic``), made in memory.
-- :mod:`~misalatch.data.synthetic.csd`: CMU-SDK ``.csd`` files (words, features, labels, folds) for the CSD reader.
-- :mod:`~misalatch.data.synthetic.files`: pickles and folders in the MMSA, MulT, MISA and UR-FUNNY layouts.
+- ``mosi``: the built-in MOSI-like dataset (``--data synthetic``), made in memory.
+- ``csd``: CMU-SDK ``.csd`` files (words, features, labels, folds) for the CSD reader.
+- ``files``: pickles and folders in the MMSA, MulT, MISA and UR-FUNNY layouts.
 
 Everything they produce is marked synthetic so no result computed from it passes for a real one.
 """

@@ -1,7 +1,7 @@
 """Tiny files in the exact layouts of the real third-party releases, for tests and demos.
 
 Each writer produces a small, seeded file (or folder) in the layout a reader in
-:mod:`misalatch.data.readers` expects — MMSA, MulT/MultiBench, original MISA and UR-FUNNY V1/V2 —
+``misalatch.data.readers`` expects — MMSA, MulT/MultiBench, original MISA and UR-FUNNY V1/V2 —
 with the quirks the readers must handle planted on purpose: −inf in audio, a NaN in visual, a NaN
 label, an all-zero (empty) sample, a V2 sentence whose word count differs from its feature rows.
 The numbers are random: anything computed from them is synthetic and says so.
@@ -346,7 +346,7 @@ def write_utterance_table(
 
 def write_utterance_labels(path: str | os.PathLike[str], table: str | os.PathLike[str], *, seed: int = 0) -> Path:
     """A ``segment_id,label`` CSV for the ids of a CSV utterance table written by
-    :func:`write_utterance_table` (labels random in [-3, 3]; extra columns as in mosi_text_labels.csv)."""
+    ``write_utterance_table`` (labels random in [-3, 3]; extra columns as in mosi_text_labels.csv)."""
     with open(table, newline="") as fh:
         ids = [row["segment_id"] for row in csv.DictReader(fh)]
     rng = np.random.default_rng(seed)

@@ -1,7 +1,7 @@
 """The built-in SYNTHETIC, MOSI-shaped dataset: the default data when no real files are given.
 
 Real MOSI acoustic/visual features are not available to the project (DATA.md §13.7), yet every
-command must run end to end on a fresh checkout. :func:`make_synthetic_mosi` generates, from a seed,
+command must run end to end on a fresh checkout. ``make_synthetic_mosi`` generates, from a seed,
 a dataset with MOSI's shape: lower-case English sentences built from sentiment templates and a small
 lexicon, one acoustic (74-d, COVAREP-sized) and one visual (47-d, FACET-sized) step per word, labels
 in [-3, 3] on a 1/3 grid, sentence lengths drawn like MOSI's (mean ~12.6 words, median 10, p95 ~28).
