@@ -8,10 +8,8 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from misalatch.cli import main
@@ -24,38 +22,6 @@ TINY = ["--text-encoder", "learned", "--hidden-size", "8", "--batch-size", "4", 
         "--modalities", "tav"]
 
 
-def generated_clip(path: Path, *, seconds: float = 2.0, fps: int = 15, video: str = "mpeg4", audio: str = "aac",
-                   hz: float = 220.0) -> Path:
-    """A small clip with moving colour bars (no face) and a tone."""
-    with av.open(str(path), "w") as container:
-        vs = container.add_stream(video, rate=fps)
-        vs.width, vs.height, vs.pix_fmt = 160, 120, "yuv420p"
-        rate = 48000 if audio == "libopus" else 16000
-        aus = container.add_stream(audio, rate=rate)
-        aus.layout = "mono"
-        for i in range(int(seconds * fps)):
-            img = np.zeros((120, 160, 3), np.uint8)
-            img[:, :, 0] = (np.arange(160) * 2 + i * 8) % 255
-            img[:, :, 1] = 90
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            for packet in vs.encode(frame):
-                container.mux(packet)
-        for packet in vs.encode():
-            container.mux(packet)
-        step = aus.codec_context.frame_size or 1024
-        total = int(seconds * rate)
-        for start in range(0, total, step):
-            t = (np.arange(start, min(start + step, total)) / rate).astype(np.float32)
-            samples = (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)[None, :]
-            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
-            frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
-            for packet in aus.encode(frame):
-                container.mux(packet)
-        for packet in aus.encode():
-            container.mux(packet)
-    return path
-
-
 def write_rows(path: Path, header: list[str], rows: list[list]) -> Path:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
@@ -65,15 +31,17 @@ def write_rows(path: Path, header: list[str], rows: list[list]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> dict[str, Path]:
+def trained(tmp_path_factory, make_clip) -> dict[str, Path]:
     if not SHARED_CLIP.is_file():
         pytest.skip(f"shared data not available: {SHARED_CLIP}")
     root = tmp_path_factory.mktemp("e2e")
     media = root / "media"
     media.mkdir()
     shutil.copyfile(SHARED_CLIP, media / "interview.mp4")  # the media folder holds every clip of the corpus
-    generated_clip(media / "gen_a.mp4", hz=180.0)
-    generated_clip(media / "gen_b.webm", video="libvpx-vp9", audio="libopus", hz=330.0)
+    # generated clips (tests/media/conftest.py): moving colours, no face, two containers and codecs
+    shutil.copyfile(make_clip("e2e_a.mp4", video_codec="mpeg4", seconds=2.0, fps=15), media / "gen_a.mp4")
+    shutil.copyfile(make_clip("e2e_b.webm", container="webm", video_codec="libvpx-vp9", audio_codec="libopus",
+                              sample_rate=48000, channels=1, seconds=2.0, fps=15), media / "gen_b.webm")
     texts = ["i really liked it", "it was not good", "the acting was great", "boring and slow",
              "what a fun movie", "i hated the end"]
     splits = ["train", "train", "train", "valid", "test", "test"]
@@ -88,7 +56,8 @@ def trained(tmp_path_factory) -> dict[str, Path]:
                  "--workers", "1"]) == 0
     assert main(["-q", "train", "--data", str(out), *TINY, "--out", str(run)]) == 0
     new = write_rows(root / "new.csv", ["clip", "text", "segment_id", "start", "end"],
-                     [["interview.mp4", texts[4], "seg4", 4.8, 6.0], ["gen_b.webm", "another tone", "", "", ""]])
+                     [["interview.mp4", texts[4], "seg4", 4.8, 6.0], ["interview.mp4", texts[5], "seg5", 6.0, 7.2],
+                      ["gen_b.webm", "another tone", "", "", ""]])
     return {"media": media, "out": out, "run": run, "new": new, "root": root}
 
 
@@ -103,12 +72,12 @@ def test_predict_media_equals_predict_on_the_extracted_dataset(trained, capsys) 
     assert main(["-q", "predict", str(trained["run"]), "--media", str(trained["media"]), "--transcripts",
                  str(trained["new"]), "--out", str(root / "pm.csv")]) == 0
     on_data, on_media = predictions(root / "p.csv"), predictions(root / "pm.csv")
-    assert set(on_media) == {"seg4", "gen_b"}
-    for seg in on_media:
+    assert set(on_media) == {"seg4", "seg5", "gen_b"}
+    for seg in on_media:  # the test split's segments in its order: the same batch, the same numbers
         assert on_media[seg] == pytest.approx(on_data[seg], rel=1e-6, abs=1e-7)
     rows = list(csv.DictReader(open(root / "pm.csv", encoding="utf-8")))
     assert rows[0]["clip"] == "interview.mp4" and float(rows[0]["start"]) == 4.8 and rows[0]["label"] == ""
-    # one clip and its text: the same number again (a batch of one instead of two: float32 summation order)
+    # one clip and its text: the same number again (a batch of one instead of three: float32 summation order)
     assert main(["-q", "predict", str(trained["run"]), "--media", str(trained["media"] / "gen_b.webm"), "--text",
                  "another tone", "--out", str(root / "one.csv")]) == 0
     assert predictions(root / "one.csv")["gen_b"] == pytest.approx(on_data["gen_b"], rel=1e-4, abs=1e-6)
