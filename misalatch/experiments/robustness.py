@@ -31,7 +31,6 @@ import hashlib
 import io
 import json
 import logging
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path

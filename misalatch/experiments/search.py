@@ -61,6 +61,7 @@ from misalatch.experiments.sweep import train_run_folder
 from misalatch.io.atomic import atomic_write_text
 from misalatch.io.documents import finite_number, load_yaml
 from misalatch.io.owned import check_target, claim_output, is_owned
+from misalatch.io.progress import progress_bar
 from misalatch.training.config import TrainConfig
 
 log = logging.getLogger(__name__)

@@ -482,15 +482,27 @@ def load_existing_study(name: str, storage: optuna.storages.BaseStorage, url: st
 
 def _study_ready(name: str, url: str) -> bool:
     """Whether study ``name`` exists in ``url`` with its settings stored; a SQLite or journal file that does
-    not exist yet is not created (the command that starts the study must find its folder as it left it)."""
+    not exist yet is not created (the command that starts the study must find its folder as it left it).
+
+    Only a study that is not there yet is waited for: a file storage whose folder does not exist, and a
+    server that refuses, times out or is misconfigured, are errors at once (a hung server would otherwise
+    make ``--join`` wait for ``--wait`` seconds and report the wrong cause)."""
     for prefix in ("sqlite:///", JOURNAL_PREFIX):
-        if url.startswith(prefix) and not Path(url[len(prefix):]).is_file():
-            return False
+        if url.startswith(prefix):
+            path = Path(url[len(prefix):])
+            if not path.parent.is_dir():
+                raise StorageError(f"--storage {redact(url)}: the folder {path.parent} does not exist; start the "
+                                   "study first with the same command without --join, or check the path")
+            if not path.is_file():
+                return False
     import sqlalchemy.exc
 
     try:
         summaries = optuna.get_all_study_summaries(open_storage(url))
-    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, StorageError, OSError) as err:
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, StorageError) as err:
+        if not url.startswith(("sqlite:///", JOURNAL_PREFIX)):
+            raise StorageError(f"--storage {redact(url)}: cannot read the studies ({str(err).splitlines()[0][:200]})") \
+                from None
         log.debug("%s: not readable yet (%s)", redact(url), err)  # the starter may be creating its tables now
         return False
     return any(s.study_name == name and s.user_attrs for s in summaries)

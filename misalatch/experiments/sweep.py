@@ -54,6 +54,7 @@ from misalatch.experiments.studies import (
 )
 from misalatch.io.atomic import atomic_write_text
 from misalatch.io.documents import finite_number
+from misalatch.io.progress import progress_bar
 from misalatch.io.owned import check_target, claim_output, is_owned, lock_path, record_written
 from misalatch.training.config import TrainConfig
 

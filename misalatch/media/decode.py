@@ -235,7 +235,6 @@ def iter_audio(info: MediaInfo, *, sample_rate: int, start: float, end: float,
     if info.audio is None:
         raise _fail(info.path, "no audio stream (the acoustic features need one)")
     total = int(round((end - start) * sample_rate))
-    gap_samples = int(GAP_S * sample_rate)
     produced = 0  # samples yielded so far (segment-relative index of the next one)
     pos: int | None = None  # segment-relative index of the resampler's next output sample
     filled = 0  # silence inserted for gaps and a late start
