@@ -500,7 +500,8 @@ def _study_ready(name: str, url: str) -> bool:
     try:
         summaries = optuna.get_all_study_summaries(open_storage(url))
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, StorageError) as err:
-        if not url.startswith(("sqlite:///", JOURNAL_PREFIX)):
+        # Only a starter still creating its tables is waited for; a locked or foreign file is an error now.
+        if not url.startswith(("sqlite:///", JOURNAL_PREFIX)) or "no such table" not in str(err):
             raise StorageError(f"--storage {redact(url)}: cannot read the studies ({str(err).splitlines()[0][:200]})") \
                 from None
         log.debug("%s: not readable yet (%s)", redact(url), err)  # the starter may be creating its tables now

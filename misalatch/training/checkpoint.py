@@ -189,7 +189,9 @@ def verify_manifest(directory: str | Path, name: str, *, trust_unverified: bool 
         if not plain or not isinstance(entry, dict):
             raise CheckpointError(f"{path}: bad entry {str(fname)!r:.80}")
         target = directory / fname
-        if target.is_symlink() or not target.is_file():
+        if target.is_symlink():
+            raise CheckpointError(f"{target}: is a symbolic link; misalatch reads only plain files inside a run folder")
+        if not target.is_file():
             raise CheckpointError(f"{target}: missing (or not a plain file); {path.name} lists it as part of the checkpoint")
         size = target.stat().st_size
         if size != entry.get("size"):
