@@ -45,6 +45,9 @@ class SearchArgs(ThreadsFlag):
     """Seconds between a worker's heartbeats."""
     grace: Optional[int] = None
     """Seconds without a heartbeat before a trial is taken for dead (default 4 × --heartbeat)."""
+    stall: Optional[int] = None
+    """Seconds without a training step before a live worker stops beating, so that its run is taken over
+    (a stuck worker; default 1800, at least 2 × --grace)."""
 
 
 def main(argv: list[str]) -> int:
@@ -58,7 +61,8 @@ def main(argv: list[str]) -> int:
 
     apply_threads(args.threads)
     liveness = Liveness(heartbeat_interval=args.heartbeat, grace_period=args.grace or 4 * args.heartbeat,
-                        retries=args.retries)
+                        retries=args.retries,
+                        stall=args.stall or max(1800, 2 * (args.grace or 4 * args.heartbeat)))
     if args.join:
         if train_argv or args.space:
             raise ConfigError("--join takes the space and every setting from the study; remove the other flags")

@@ -133,6 +133,9 @@ class SweepArgs(ThreadsFlag):
     """Seconds between a worker's heartbeats."""
     grace: Optional[int] = None
     """Seconds without a heartbeat before a run is taken for dead and retried (default 4 × --heartbeat)."""
+    stall: Optional[int] = None
+    """Seconds without a training step before a live worker stops beating, so that its run is taken over
+    (a stuck worker; default 1800, at least 2 × --grace)."""
     summarize: bool = False
     """Only write results from the storage (nothing is trained)."""
 
@@ -202,7 +205,8 @@ def main(argv: list[str]) -> int:
 
     apply_threads(args.threads)
     liveness = Liveness(heartbeat_interval=args.heartbeat, grace_period=args.grace or 4 * args.heartbeat,
-                        retries=args.retries)
+                        retries=args.retries,
+                        stall=args.stall or max(1800, 2 * (args.grace or 4 * args.heartbeat)))
     if spec is None:
         from misalatch.experiments.studies import wait_for_study
 

@@ -337,7 +337,7 @@ def _objective(search: Search):
                 cfg = spec.config_for(params, run_dir)
                 if run_dir.exists():  # a dead attempt of this trial number cannot exist: numbers are unique
                     raise ConfigError(f"{run_dir}: exists already; refusing to overwrite it")
-                result = train_run_folder(setup_run(cfg), cfg, cfg.seed, run_dir, on_epoch=report)
+                result = train_run_folder(setup_run(cfg), cfg, cfg.seed, run_dir, on_epoch=report, on_step=beat.step)
         except optuna.TrialPruned:
             raise
         except Exception as err:

@@ -55,6 +55,9 @@ class Liveness:
     heartbeat_interval: int = 30  # seconds between heartbeats
     grace_period: int = 120  # a running trial silent for longer is failed and retried
     retries: int = 1  # extra attempts for a run that raised or whose worker died
+    # a worker alive but stuck (a hung data read, a dead-locked library) stops beating after this
+    # many seconds without a training step, so that another worker takes its run over
+    stall: int = 1800
 
     def __post_init__(self) -> None:
         if self.heartbeat_interval < 1:
@@ -64,6 +67,8 @@ class Liveness:
                               f"({self.heartbeat_interval} s), or live workers are taken for dead")
         if self.retries < 0:
             raise ConfigError(f"--retries must be >= 0, got {self.retries}")
+        if self.stall <= self.grace_period:
+            raise ConfigError(f"--stall ({self.stall} s) must be longer than --grace ({self.grace_period} s)")
 
 
 def default_storage(folder: str | Path) -> str:
@@ -350,9 +355,18 @@ class TrialTakenOver(MisalatchError):
 
 @dataclass
 class Beat:
-    """A running heartbeat; ``lost`` is set once the storage says the trial was taken over."""
+    """A running heartbeat; ``lost`` is set once the storage says the trial was taken over.
+
+    The beat goes on only while the run makes progress: ``step`` (called after every training step)
+    marks it, and a worker with no step for ``Liveness.stall`` seconds falls silent, so that a process
+    that is alive but stuck is taken over like a dead one."""
 
     lost: threading.Event
+    last_step: float = 0.0  # time.monotonic() of the last progress
+    stalled: bool = False  # fell silent at least once (so ``check`` asks the storage)
+
+    def step(self) -> None:
+        self.last_step = time.monotonic()
 
     def check(self) -> None:
         """Raise ``TrialTakenOver`` when the trial belongs to another worker now (called between
@@ -365,12 +379,21 @@ class Beat:
 def heartbeat(study: optuna.Study, trial: optuna.Trial, liveness: Liveness) -> Iterator[Beat]:
     """Beat for ``trial`` every ``heartbeat_interval`` seconds while the body runs."""
     stop = threading.Event()
-    state = Beat(threading.Event())
+    state = Beat(threading.Event(), last_step=time.monotonic())
 
     def beat() -> None:
         while True:
             try:
-                study._storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time())
+                if time.monotonic() - state.last_step <= liveness.stall:
+                    study._storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time())
+                else:  # stuck: stay silent (another worker takes the run over), but learn when it did
+                    if not state.stalled:
+                        log.warning("trial %d: no training step for %d s; not beating any more, so that another "
+                                    "worker can take this run over", trial.number, liveness.stall)
+                    state.stalled = True
+                    if study._storage.get_trial(trial._trial_id).state.is_finished():
+                        state.lost.set()
+                        return
             except UpdateFinishedTrialError:  # failed by another worker: it is theirs now
                 state.lost.set()
                 return
@@ -495,18 +518,36 @@ def _study_ready(name: str, url: str) -> bool:
                                    "study first with the same command without --join, or check the path")
             if not path.is_file():
                 return False
+            if prefix == "sqlite:///" and not _sqlite_schema_done(path):
+                return False  # opening it now would race the starter creating the tables (both insert them)
     import sqlalchemy.exc
 
     try:
         summaries = optuna.get_all_study_summaries(open_storage(url))
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, StorageError) as err:
-        # Only a starter still creating its tables is waited for; a locked or foreign file is an error now.
-        if not url.startswith(("sqlite:///", JOURNAL_PREFIX)) or "no such table" not in str(err):
+        # A starter still creating its tables is waited for; a locked, foreign or unreadable file is an
+        # error now (a lock held past the busy timeout would otherwise make --join wait for --wait)
+        final = ("locked", "not a database", "disk i/o", "malformed", "readonly", "permission")
+        if not url.startswith(("sqlite:///", JOURNAL_PREFIX)) or any(w in str(err).lower() for w in final):
             raise StorageError(f"--storage {redact(url)}: cannot read the studies ({str(err).splitlines()[0][:200]})") \
                 from None
         log.debug("%s: not readable yet (%s)", redact(url), err)  # the starter may be creating its tables now
         return False
     return any(s.study_name == name and s.user_attrs for s in summaries)
+
+
+def _sqlite_schema_done(path: Path) -> bool:
+    """Whether Optuna has finished creating its tables in the SQLite file (its schema version is
+    stored last), read without writing anything."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)) as db:
+            return db.execute("SELECT count(*) FROM alembic_version").fetchone()[0] > 0
+    except sqlite3.DatabaseError as err:
+        if "no such table" in str(err):
+            return False
+        raise StorageError(f"--storage sqlite:///{path}: cannot read it ({err})") from None
 
 
 def wait_for_study(name: str, url: str, *, timeout: float, poll: float = 2.0,

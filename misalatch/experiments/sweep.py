@@ -526,7 +526,8 @@ def _set_aside(run_dir: Path) -> None:
 
 
 def train_run_folder(setup: Any, cfg: TrainConfig, seed: int, run_dir: Path, *,
-               on_epoch: Optional[Callable[[dict[str, Any]], None]] = None) -> Any:
+               on_epoch: Optional[Callable[[dict[str, Any]], None]] = None,
+               on_step: Optional[Callable[[], None]] = None) -> Any:
     """One seed in its own owned ``train`` run folder (marker, lock, staged until the first epoch),
     exactly as ``misalatch train`` would leave it, so that every tool that reads run folders (and
     ``misalatch train --resume``) reads it too."""
@@ -534,7 +535,7 @@ def train_run_folder(setup: Any, cfg: TrainConfig, seed: int, run_dir: Path, *,
 
     with claim_output(run_dir, "train", flag="run folder") as output:
         output.annotate(config=cfg.replace(seed=seed, seeds=None, out=str(run_dir), overwrite=False).to_dict())
-        return train_seed(setup, seed, output, on_epoch=on_epoch)
+        return train_seed(setup, seed, output, on_epoch=on_epoch, on_step=on_step)
 
 
 def _objective(sweep: Sweep, cache: _SetupCache):
@@ -562,7 +563,8 @@ def _objective(sweep: Sweep, cache: _SetupCache):
                 cfg = spec.config_for(params, seed, run_dir)
                 setup = cache.get(cfg)
                 _set_aside(run_dir)
-                result = train_run_folder(setup, cfg, seed, run_dir, on_epoch=lambda _row: beat.check())
+                result = train_run_folder(setup, cfg, seed, run_dir, on_epoch=lambda _row: beat.check(),
+                                          on_step=beat.step)
         except Exception as err:  # recorded with the trial, retried by the callback below
             message = f"{type(err).__name__}: {err}"
             trial.set_user_attr("error", message)

@@ -230,6 +230,7 @@ def fit(
     warmup_epochs: int = 0,
     on_epoch_end: Callable[[ResumeState], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_step: Callable[[], None] | None = None,
     resume: ResumeState | None = None,
     dist_ctx: Distributed = SINGLE,
     eval_seed: int | None = None,
@@ -241,7 +242,8 @@ def fit(
     (the caller writes it to disk); ``resume`` is such a state: training continues with the next
     epoch as if it had never stopped (same batches, same dropout masks, same counters, the same
     place in the warm-up). ``on_epoch`` then sees the epoch's history row (e.g. a search pruner);
-    it may raise to stop. Under torchrun (``dist_ctx``) the model trains in DistributedDataParallel,
+    it may raise to stop; ``on_step`` is called after every optimiser step (a sweep worker's sign of
+    progress). Under torchrun (``dist_ctx``) the model trains in DistributedDataParallel,
     each rank on its shard of every batch (``misalatch.training.distributed``). ``eval_seed``
     (``--length-quirk``) evaluates in shuffled batches drawn afresh each epoch from that seed
     (``eval_shuffle_seed``) instead of length-sorted ones.
@@ -308,6 +310,8 @@ def fit(
             terms = losses.stacked()  # no host sync per step
             names, sums = losses.names(), terms if sums is None else sums + terms
             bar.update(1)
+            if on_step is not None:
+                on_step()
             if show:
                 bar.set_postfix(loss=f"{losses.total.item():.4f}")
         bar.close()

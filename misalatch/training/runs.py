@@ -107,6 +107,7 @@ def eval_seed(cfg: TrainConfig, seed: int) -> int | None:
 def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
                resume: ResumeState | None = None,
                on_epoch: Callable[[dict[str, Any]], None] | None = None,
+               on_step: Callable[[], None] | None = None,
                dist_ctx: Distributed = SINGLE) -> RunResult:
     """Fit one seed into ``output`` (under ``sub``), save its best checkpoint, evaluate it once on test
     (unless the config's ``evaluate_test`` is off: then the test split is never touched).
@@ -114,7 +115,8 @@ def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
     After every epoch the best checkpoint (when the epoch improved) and the resumable state are
     committed as one unit; the first such commit swaps a staged run folder into place. With
     ``resume`` the seed continues after the epoch that state was saved at. ``on_epoch`` sees every
-    epoch's history row after it was committed (a search trial reports and prunes there).
+    epoch's history row after it was committed (a search trial reports and prunes there); ``on_step``
+    is called after every training step.
     """
     cfg = setup.config
     device = dist_ctx.device(resolve_device(cfg.device))
@@ -168,7 +170,7 @@ def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
         batching=cfg.batching, precision=cfg.precision,
         schedule=plateau_schedule(cfg), warmup_epochs=cfg.resolved_warmup_epochs, on_epoch_end=save_epoch,
         lr_factors={"feedback.": cfg.resolved_mask_lr_factor},
-        on_epoch=on_epoch, resume=resume, dist_ctx=dist_ctx, eval_seed=eval_seed(cfg, seed),
+        on_epoch=on_epoch, on_step=on_step, resume=resume, dist_ctx=dist_ctx, eval_seed=eval_seed(cfg, seed),
     )
     write_history(output, sub, fit_result.history)
     # the model holds the best weights; evaluate validation (for the record) and test once

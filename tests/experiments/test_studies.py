@@ -10,8 +10,10 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
+from misalatch.errors import ConfigError
 from misalatch.experiments import studies
 from misalatch.experiments.studies import HEARTBEAT_ATTR, Liveness, fail_stale, open_storage, run_trial
 from misalatch.io.atomic import host_id
@@ -145,6 +147,38 @@ def test_a_worker_that_hangs_while_alive_is_taken_over_and_stops_when_it_wakes(t
             proc.kill()
             proc.wait()
     assert proc.returncode == 3 and "taken over by another worker" in out
+
+
+def test_a_live_worker_stuck_without_training_steps_falls_silent_and_is_taken_over(tmp_path: Path) -> None:
+    """Its heartbeat thread runs on, but a worker whose training makes no step for ``stall`` seconds
+    (a hung data read, a dead-locked library) stops beating: another worker takes its run over, and the
+    stuck one learns it at its next check instead of writing on."""
+    from misalatch.experiments.studies import TrialTakenOver, heartbeat
+
+    study = _study(tmp_path)
+    liveness = Liveness(heartbeat_interval=1, grace_period=2, retries=1, stall=3)
+    trial = study.ask()
+    with heartbeat(study, trial, liveness) as beat:
+        started = time.monotonic()
+        while time.monotonic() - started < 4:  # training: a step every 0.1 s, longer than grace and stall
+            beat.step()
+            assert fail_stale(study, liveness) == []
+            time.sleep(0.1)
+        stuck = time.monotonic()  # now no step any more, while the process and its beat thread live
+        failed: list[int] = []
+        while not failed and time.monotonic() - stuck < 30:
+            failed = fail_stale(study, liveness)
+            time.sleep(0.2)
+        assert failed == [trial.number] and time.monotonic() - stuck >= liveness.stall
+        assert beat.lost.wait(10)  # the silent beat thread still watches the trial's state
+        with pytest.raises(TrialTakenOver):
+            beat.check()
+    assert len(study.get_trials(states=(TrialState.WAITING,))) == 1  # the retry
+
+
+def test_stall_must_outlast_the_grace_period() -> None:
+    with pytest.raises(ConfigError, match="--stall"):
+        Liveness(heartbeat_interval=1, grace_period=10, stall=5)
 
 
 def test_a_trial_failed_under_its_worker_is_not_told_twice(tmp_path: Path) -> None:
