@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from misalatch.cli import main as cli_main
-from misalatch.errors import CheckpointError, ConfigError, DataFormatError
+from misalatch.errors import ConfigError, DataFormatError
 from misalatch.training.config import TrainConfig
 
 FAST = dict(synthetic_size=(8, 4, 4), text_encoder="learned", hidden_size=8, batch_size=8, max_epochs=1, device="cpu")

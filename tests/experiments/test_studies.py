@@ -5,6 +5,7 @@ failed under it does not crash."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import time
 from pathlib import Path

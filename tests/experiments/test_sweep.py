@@ -15,7 +15,6 @@ from optuna.trial import TrialState
 from scipy import stats as sps
 
 from misalatch.errors import ConfigError
-from misalatch.experiments import sweep as sweep_mod
 from misalatch.cli.sweep import parse_sweep
 from misalatch.experiments.results import write_results
 from misalatch.experiments.stats import paired_comparison

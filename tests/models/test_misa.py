@@ -11,7 +11,7 @@ from misalatch.models.config import MisaConfig
 from misalatch.models.encoders import build_bert
 from misalatch.models.misa import MISA
 from misalatch.models.outputs import ModelInputs
-from tests.conftest import DATA, minilm_path
+from tests.conftest import minilm_path
 
 
 def _glove_inputs(b: int = 3, t: int = 6, d_v: int = 5, d_a: int = 7, seed: int = 0) -> ModelInputs:
