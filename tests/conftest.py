@@ -35,6 +35,22 @@ def minilm_path() -> Path:
     return Path(gt.get_model_path())
 
 
+#: A one-epoch run on tiny synthetic data: the run folder the bad-input tests tamper with.
+TINY_TRAIN = dict(synthetic_size=(8, 4, 4), text_encoder="learned", hidden_size=8, batch_size=8, max_epochs=1,
+                  device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A ``TINY_TRAIN`` run folder, trained once per module; tests copy it before they change it."""
+    from misalatch.training.config import TrainConfig
+    from misalatch.training.runs import train
+
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    train(TrainConfig(out=str(out), **TINY_TRAIN))
+    return out
+
+
 @pytest.fixture
 def one_thread():
     """Models of many tiny ops: one thread is faster than two fighting over busy cores."""

@@ -14,23 +14,15 @@ import pytest
 from misalatch.cli import main as cli_main
 from misalatch.errors import ConfigError, DataFormatError
 from misalatch.training.config import TrainConfig
+from tests.conftest import TINY_TRAIN
 
-FAST = dict(synthetic_size=(8, 4, 4), text_encoder="learned", hidden_size=8, batch_size=8, max_epochs=1, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    from misalatch.training.runs import train
-
-    out = tmp_path_factory.mktemp("trained") / "run"
-    train(TrainConfig(out=str(out), **FAST))
-    return out
+FAST = TINY_TRAIN
 
 
 @pytest.fixture()
-def run(trained, tmp_path) -> Path:
+def run(tiny_run, tmp_path) -> Path:
     copy = tmp_path / "run"
-    shutil.copytree(trained, copy)
+    shutil.copytree(tiny_run, copy)
     return copy
 
 

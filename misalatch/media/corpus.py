@@ -59,6 +59,7 @@ from misalatch.data.canonical import SPLITS, CanonicalDataset, Segment
 from misalatch.errors import ConfigError, DataFormatError, MisalatchError
 from misalatch.io.atomic import atomic_write_bytes, atomic_write_json, cleanup_stale_temporaries, commit_files, host_id
 from misalatch.io.atomic import parse_temporary_name
+from misalatch.media.features import SegmentFeatures
 from misalatch.io.owned import MARKER, MARKER_FORMAT, MARKER_VERSION, check_target, read_marker
 
 log = logging.getLogger(__name__)
@@ -397,47 +398,6 @@ def assign_splits(rows: Sequence[ClipRow], seed: int = DEFAULT_SPLIT_SEED,
 # extraction with a cache
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class SegmentFeatures:
-    """What the dataset keeps of one extracted segment (the arrays of ``ClipFeatures``)."""
-
-    start: float
-    end: float
-    duration: float
-    acoustic: np.ndarray | None
-    acoustic_rate: float
-    visual: np.ndarray | None
-    face_present: np.ndarray | None
-    visual_rate: float
-    warnings: tuple[str, ...] = ()
-
-    @classmethod
-    def of(cls, clip: Any) -> "SegmentFeatures":
-        return cls(float(clip.start), float(clip.end), float(clip.duration), clip.acoustic, float(clip.acoustic_rate),
-                   clip.visual, clip.face_present, float(clip.visual_rate), tuple(clip.warnings))
-
-    def to_bytes(self) -> bytes:
-        arrays = {k: getattr(self, k) for k in ("acoustic", "visual", "face_present") if getattr(self, k) is not None}
-        info = json.dumps({"start": self.start, "end": self.end, "duration": self.duration,
-                           "acoustic_rate": self.acoustic_rate, "visual_rate": self.visual_rate,
-                           "warnings": list(self.warnings)})
-        buffer = io.BytesIO()
-        np.savez(buffer, allow_pickle=False, info=np.array(info), **arrays)
-        return buffer.getvalue()
-
-    @classmethod
-    def from_file(cls, path: Path) -> "SegmentFeatures":
-        with np.load(path, allow_pickle=False) as z:
-            info = json.loads(str(z["info"]))
-            get = lambda k: z[k] if k in z.files else None  # noqa: E731
-            acoustic, visual, face = get("acoustic"), get("visual"), get("face_present")
-        for name, arr, kind in (("acoustic", acoustic, "f"), ("visual", visual, "f"), ("face_present", face, "b")):
-            if arr is not None and (arr.dtype.kind != kind or arr.ndim != (1 if name == "face_present" else 2)):
-                raise ValueError(f"{name}: {arr.dtype} {arr.shape}")
-        return cls(float(info["start"]), float(info["end"]), float(info["duration"]), acoustic,
-                   float(info["acoustic_rate"]), visual, face, float(info["visual_rate"]), tuple(info["warnings"]))
-
-
-@dataclass(frozen=True)
 class _Job:
     path: str
     rows: tuple[tuple[int, float | None, float | None], ...]  # (row index, start, end)
@@ -493,7 +453,7 @@ def _run_job(job: _Job) -> list[_Outcome]:
                     except Exception as err:  # noqa: BLE001 - a damaged entry is extracted again
                         log.warning("%s: damaged cache entry (%s); extracting again", target, err)
             clip = extractor(job.path, job.recipe, start=start, end=end, modalities=job.modalities)
-            feats = SegmentFeatures.of(clip)
+            feats = SegmentFeatures.of(clip)  # any extractor's result, without its path
             seconds = feats.end - feats.start
             if key is not None:
                 atomic_write_bytes(Path(job.cache_dir) / f"{key}.npz", feats.to_bytes())  # type: ignore[arg-type]
@@ -885,7 +845,8 @@ def extract_corpus(media: str | os.PathLike[str], out: str | os.PathLike[str], *
         table = single_clip(media, text)
     else:
         assert transcripts is not None
-        table = read_transcripts(transcripts, media, task=options.task, need_labels=True)
+        # without a label column: an unlabelled dataset (features to look at, or to evaluate a model with later)
+        table = read_transcripts(transcripts, media, task=options.task, need_labels=False)
     timings = read_word_timings(word_timings) if word_timings is not None else None
     for failure in table.failures:
         log.warning("%s", failure.message())

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import concurrent.futures
+import io
+import json
 import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,10 +26,9 @@ MODALITIES = ("acoustic", "visual")
 
 
 @dataclass(frozen=True)
-class ClipFeatures:
-    """Features of the segment ``[start, end)`` of one clip, as a recipe defines them."""
+class SegmentFeatures:
+    """The arrays of one extracted segment, as the extraction cache stores them (``to_bytes``)."""
 
-    path: str
     start: float
     """Seconds from the clip's start."""
     end: float
@@ -40,8 +43,47 @@ class ClipFeatures:
     face_present: np.ndarray | None
     """(T_v,) bool."""
     visual_rate: float
-    warnings: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
     """What the caller should tell the user (no face in some rows, padded streams, replaced values)."""
+
+    @classmethod
+    def of(cls, clip: Any) -> "SegmentFeatures":
+        """The segment part of any extractor's result (a ``ClipFeatures`` without its path)."""
+        return SegmentFeatures(float(clip.start), float(clip.end), float(clip.duration), clip.acoustic,
+                               float(clip.acoustic_rate), clip.visual, clip.face_present, float(clip.visual_rate),
+                               tuple(clip.warnings))
+
+    def to_bytes(self) -> bytes:
+        """An ``.npz`` (no pickles) that ``from_file`` reads back."""
+        arrays = {k: getattr(self, k) for k in ("acoustic", "visual", "face_present") if getattr(self, k) is not None}
+        info = json.dumps({"start": self.start, "end": self.end, "duration": self.duration,
+                           "acoustic_rate": self.acoustic_rate, "visual_rate": self.visual_rate,
+                           "warnings": list(self.warnings)})
+        buffer = io.BytesIO()
+        np.savez(buffer, allow_pickle=False, info=np.array(info), **arrays)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_file(cls, path: Path) -> "SegmentFeatures":
+        """Read ``to_bytes``' output; a wrong dtype or rank is a ValueError (a damaged cache entry)."""
+        with np.load(path, allow_pickle=False) as z:
+            info = json.loads(str(z["info"]))
+            get = lambda k: z[k] if k in z.files else None  # noqa: E731
+            acoustic, visual, face = get("acoustic"), get("visual"), get("face_present")
+        for name, arr, kind in (("acoustic", acoustic, "f"), ("visual", visual, "f"), ("face_present", face, "b")):
+            if arr is not None and (arr.dtype.kind != kind or arr.ndim != (1 if name == "face_present" else 2)):
+                raise ValueError(f"{name}: {arr.dtype} {arr.shape}")
+        return SegmentFeatures(float(info["start"]), float(info["end"]), float(info["duration"]), acoustic,
+                               float(info["acoustic_rate"]), visual, face, float(info["visual_rate"]),
+                               tuple(info["warnings"]))
+
+
+@dataclass(frozen=True)
+class ClipFeatures(SegmentFeatures):
+    """Features of the segment ``[start, end)`` of one clip, as a recipe defines them."""
+
+    path: str = ""
+    """The clip, as the caller named it."""
 
 
 def extract_clip(path: str | os.PathLike[str], recipe: Recipe | None = None, *, start: float | None = None,

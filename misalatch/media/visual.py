@@ -148,11 +148,12 @@ def visual_features(pictures: Iterable[Picture], n_rows: int, *, min_detection_c
     with _warnings.catch_warnings():
         # protobuf 4 warns about a deprecated call inside MediaPipe on every picture
         _warnings.filterwarnings("ignore", message=".*GetPrototype.*", category=UserWarning)
-        with face_mesh.FaceMesh(static_image_mode=False, max_num_faces=2, refine_landmarks=False,
-                                min_detection_confidence=min_detection_confidence,
-                                min_tracking_confidence=min_tracking_confidence) as mesh:
-            with _quiet_native_stderr():  # the models load on the first picture: a blank one, no face
-                mesh.process(np.zeros((64, 64, 3), np.uint8))
+        with _quiet_native_stderr():  # the graph starts and the models load on the first picture: a blank one
+            mesh = face_mesh.FaceMesh(static_image_mode=False, max_num_faces=2, refine_landmarks=False,
+                                      min_detection_confidence=min_detection_confidence,
+                                      min_tracking_confidence=min_tracking_confidence)
+            mesh.process(np.zeros((64, 64, 3), np.uint8))
+        with mesh:
             for picture in pictures:
                 if picture.image is None:
                     no_picture += len(picture.rows)

@@ -8,6 +8,7 @@ are derived from them by the tests.
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -20,6 +21,15 @@ import pytest
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mosi"
 REAL_CLIP = SHARED / "Oz06ZWiO20M_6.mp4"
 REAL_WAV = SHARED / "03bSnISJMiM_1.wav"
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
+    """A transcripts (or word timings) CSV, UTF-8, quoted as the csv module does."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
 
 
 @dataclass(frozen=True)

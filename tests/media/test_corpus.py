@@ -20,6 +20,8 @@ import pytest
 
 from misalatch.data.cache import load_prepared
 from misalatch.errors import ConfigError, DataFormatError, MediaError
+from misalatch.media.features import ClipFeatures
+from tests.media.conftest import write_csv
 from misalatch.media.corpus import (
     ExtractOptions,
     assign_splits,
@@ -45,20 +47,6 @@ class FakeRecipe:
         return {"tag": self.tag}
 
 
-@dataclass(frozen=True)
-class FakeClip:
-    path: str
-    start: float
-    end: float
-    duration: float
-    acoustic: np.ndarray | None
-    acoustic_rate: float
-    visual: np.ndarray | None
-    face_present: np.ndarray | None
-    visual_rate: float
-    warnings: tuple[str, ...] = ()
-
-
 def fake_extract(path, recipe, *, start=None, end=None, modalities=("acoustic", "visual")):
     """Features from the file's bytes: 10 acoustic rows/s of 3 dims, 5 visual rows/s of 2 dims."""
     raw = Path(path).read_bytes()
@@ -77,18 +65,10 @@ def fake_extract(path, recipe, *, start=None, end=None, modalities=("acoustic", 
     seed = int(hashlib.sha256(raw + f"{start}".encode()).hexdigest()[:8], 16)
     rng = np.random.default_rng(seed)
     n_a, n_v = max(1, round((end - start) * 10)), max(1, round((end - start) * 5))
-    return FakeClip(str(path), start, end, duration,
-                    rng.normal(size=(n_a, 3)).astype(np.float32) if "acoustic" in modalities else None, 10.0,
-                    rng.normal(size=(n_v, 2)).astype(np.float32) if "visual" in modalities else None,
-                    np.ones(n_v, bool) if "visual" in modalities else None, 5.0)
-
-
-def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
+    return ClipFeatures(start, end, duration,
+                        rng.normal(size=(n_a, 3)).astype(np.float32) if "acoustic" in modalities else None, 10.0,
+                        rng.normal(size=(n_v, 2)).astype(np.float32) if "visual" in modalities else None,
+                        np.ones(n_v, bool) if "visual" in modalities else None, 5.0, path=str(path))
 
 
 @pytest.fixture
@@ -277,6 +257,18 @@ def test_bad_rows_fail_alone_with_one_line_each(tmp_path: Path, caplog) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["media", "out", "secret.mp4", "t.csv"]
 
 
+def test_transcripts_without_labels_give_an_unlabelled_dataset(tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        (media / name).write_bytes(b"duration=2")
+    t = write_csv(tmp_path / "t.csv", ["clip", "text"], [["a.mp4", "one"], ["b.mp4", "two words"]])
+    result = run(media, tmp_path / "out", t)
+    ds = load_prepared(tmp_path / "out")
+    assert result.written and result.ok and ds.meta["unlabelled"]
+    assert ds.splits["train"] == [] and [s.id for s in ds.splits["test"]] == ["a", "b"]
+
+
 def test_symlink_passed_by_the_user_is_followed(tmp_path: Path) -> None:
     real = tmp_path / "elsewhere" / "clip.mp4"
     real.parent.mkdir()
@@ -299,9 +291,6 @@ def test_whole_file_problems_raise_before_out_is_touched(tmp_path: Path) -> None
     bad = write_csv(tmp_path / "t.csv", ["file", "words"], [["a.mp4", "x"]])
     with pytest.raises(DataFormatError, match=r"missing column\(s\) 'clip', 'text'"):
         run(media, out, bad)
-    nolabel = write_csv(tmp_path / "n.csv", ["clip", "text"], [["a.mp4", "x"]])
-    with pytest.raises(DataFormatError, match="column 'label' is missing"):
-        run(media, out, nolabel)
     utf16 = tmp_path / "u.csv"
     utf16.write_bytes("clip,text,label\n".encode("utf-16"))
     with pytest.raises(DataFormatError, match="UTF-16"):

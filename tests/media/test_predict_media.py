@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from misalatch.cli import main
+from tests.media.conftest import write_csv
 
 av = pytest.importorskip("av", reason="needs the media extra")
 pytest.importorskip("mediapipe", reason="needs the media extra")
@@ -20,14 +21,6 @@ pytest.importorskip("mediapipe", reason="needs the media extra")
 SHARED_CLIP = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mosi" / "Oz06ZWiO20M_6.mp4"
 TINY = ["--text-encoder", "learned", "--hidden-size", "8", "--batch-size", "4", "--max-epochs", "1",
         "--modalities", "tav"]
-
-
-def write_rows(path: Path, header: list[str], rows: list[list]) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +43,12 @@ def trained(tmp_path_factory, make_clip) -> dict[str, Path]:
     rows += [["gen_a.mp4", "a tone and some colours", "0.5", "", "", "", "train"],
              ["gen_b.webm", "another tone", "-0.5", "", "", "", "test"]]
     header = ["clip", "text", "label", "segment_id", "start", "end", "split"]
-    t = write_rows(root / "t.csv", header, rows)
+    t = write_csv(root / "t.csv", header, rows)
     out, run = root / "prepared", root / "run"
     assert main(["-q", "extract", "--media", str(media), "--transcripts", str(t), "--out", str(out),
                  "--workers", "1"]) == 0
     assert main(["-q", "train", "--data", str(out), *TINY, "--out", str(run)]) == 0
-    new = write_rows(root / "new.csv", ["clip", "text", "segment_id", "start", "end"],
+    new = write_csv(root / "new.csv", ["clip", "text", "segment_id", "start", "end"],
                      [["interview.mp4", texts[4], "seg4", 4.8, 6.0], ["interview.mp4", texts[5], "seg5", 6.0, 7.2],
                       ["gen_b.webm", "another tone", "", "", ""]])
     return {"media": media, "out": out, "run": run, "new": new, "root": root}

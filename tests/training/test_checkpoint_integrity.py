@@ -15,23 +15,13 @@ import misalatch
 from misalatch.cli import main as cli_main
 from misalatch.errors import CheckpointError
 from misalatch.training.checkpoint import best_files, commit_checkpoints
-from misalatch.training.config import TrainConfig
-from tests.test_bad_inputs_run import FAST, reseal
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    from misalatch.training.runs import train
-
-    out = tmp_path_factory.mktemp("integrity") / "run"
-    train(TrainConfig(out=str(out), **FAST))
-    return out
+from tests.test_bad_inputs_run import reseal
 
 
 @pytest.fixture()
-def run(trained, tmp_path) -> Path:
+def run(tiny_run, tmp_path) -> Path:
     copy = tmp_path / "box" / "run"  # tmp_path/box is the sandbox: nothing outside the run may change there
-    shutil.copytree(trained, copy)
+    shutil.copytree(tiny_run, copy)
     return copy
 
 
@@ -201,10 +191,10 @@ _manifests = st.one_of(
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(manifest=_manifests, trust=st.booleans())
-def test_hostile_manifests_never_escape_and_fail_in_one_line(trained, tmp_path_factory, capsys, manifest, trust):
+def test_hostile_manifests_never_escape_and_fail_in_one_line(tiny_run, tmp_path_factory, capsys, manifest, trust):
     box = tmp_path_factory.mktemp("box")
     run = box / "run"
-    shutil.copytree(trained, run)
+    shutil.copytree(tiny_run, run)
     (box / "victim.txt").write_text("mine")
     if manifest is None:
         (run / "best.manifest.json").unlink()
