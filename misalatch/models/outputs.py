@@ -125,6 +125,11 @@ class _LossTerms:
         epoch and read once, so that training never waits for the device at every step."""
         return torch.stack([getattr(self, name).detach().double() for name in self.names()])
 
+    def with_aux_scale(self, scale: float) -> "_LossTerms":
+        """The same terms with every term beside the task loss weighted by ``scale`` in ``total``
+        (a warm-up of the auxiliary losses; a model with the task loss only is unchanged)."""
+        return dataclasses.replace(self, total=self.task + scale * (self.total - self.task))  # type: ignore[arg-type]
+
 
 @dataclass
 class MisaLosses(_LossTerms):

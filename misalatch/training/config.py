@@ -136,6 +136,10 @@ class TrainConfig:
     mask_lr_factor: Optional[float] = None
     """Learning-rate multiplier of the feedback mask generators (--model misa with a feedback variant);
     default 10 there (docs/experiments.md), 1 (no effect) for plain MISA and --model mmlatch."""
+    aux_warmup_epochs: Optional[int] = None
+    """Epochs over which MISA's auxiliary losses (difference, similarity, reconstruction) ramp linearly
+    from weight 0 to their set weights; default the feedback warm-up (10) for --model misa with a feedback
+    variant (docs/experiments.md), 0 (full weights from the start) for plain MISA and --model mmlatch."""
     trials: int = 1
     """Times the best checkpoint is restored with a decayed learning rate before stopping."""
     lr_decay: float = 0.5
@@ -207,6 +211,8 @@ class TrainConfig:
             raise ConfigError(f"mask_lr_factor must be > 0, got {self.mask_lr_factor}")
         if self.patience < 0:
             raise ConfigError(f"patience must be >= 0, got {self.patience}")
+        if self.aux_warmup_epochs is not None and self.aux_warmup_epochs < 0:
+            raise ConfigError(f"aux_warmup_epochs must be >= 0, got {self.aux_warmup_epochs}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         for f in dataclasses.fields(self):
@@ -243,6 +249,13 @@ class TrainConfig:
         if self.mask_lr_factor is not None:
             return self.mask_lr_factor
         return FEEDBACK_MASK_LR_FACTOR if self.model == "misa" and self.feedback != "none" else 1.0
+
+    @property
+    def resolved_aux_warmup_epochs(self) -> int:
+        """Epochs of the auxiliary-loss ramp this run uses (0: full weights from epoch 1)."""
+        if self.aux_warmup_epochs is not None:
+            return self.aux_warmup_epochs
+        return self.resolved_warmup_epochs if self.model == "misa" and self.feedback != "none" else 0
 
     @property
     def run_seeds(self) -> tuple[int, ...]:

@@ -206,6 +206,12 @@ class FitResult:
     best_state: dict[str, torch.Tensor] | None = None
 
 
+def aux_scale(epoch: int, warmup_epochs: int) -> float:
+    """Weight of the auxiliary losses in ``epoch`` (1-based): 0 at epoch 1, rising linearly to 1 at
+    epoch ``warmup_epochs + 1``; 1 throughout without a warm-up."""
+    return 1.0 if warmup_epochs <= 0 else min(1.0, (epoch - 1) / warmup_epochs)
+
+
 def fit(
     model: nn.Module,
     train: Sequence[Segment],
@@ -235,6 +241,7 @@ def fit(
     dist_ctx: Distributed = SINGLE,
     eval_seed: int | None = None,
     lr_factors: dict[str, float] | None = None,
+    aux_warmup_epochs: int = 0,
 ) -> FitResult:
     """Train until early stopping or ``max_epochs``; the model ends holding the best weights.
 
@@ -249,7 +256,9 @@ def fit(
     (``eval_shuffle_seed``) instead of length-sorted ones.
     each rank on its shard of every batch (``misalatch.training.distributed``). ``lr_factors``
     (parameter-name prefix → multiplier, e.g. ``{"feedback.": 10}``) trains those parameters at a
-    multiple of ``lr`` (``param_groups``).
+    multiple of ``lr`` (``param_groups``). ``aux_warmup_epochs`` ramps the weight of every loss term
+    beside the task loss linearly from 0 (epoch 1) to 1 (``aux_scale``); it depends on the epoch
+    only, so a resumed run continues the ramp exactly.
     """
     net = wrap(model, dist_ctx, device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -290,6 +299,7 @@ def fit(
     for epoch in range(first_epoch, max_epochs + 1):
         # ---- one epoch of training ----
         model.train()
+        scale = aux_scale(epoch, aux_warmup_epochs)
         sums: torch.Tensor | None = None  # the model's loss terms, summed on the device, read once per epoch
         names: tuple[str, ...] = ()
         bar = tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=not show, file=sys.stderr)
@@ -302,6 +312,8 @@ def fit(
                 if dist_ctx.enabled:  # the losses of the global batch, on every rank
                     out = gather_output(out, sizes, dist_ctx)
                 losses = model.losses(out, labels.to(device, non_blocking=True))
+                if scale < 1.0:
+                    losses = losses.with_aux_scale(scale)
             optimizer.zero_grad(set_to_none=True)
             losses.total.backward()
             if clip_value > 0:
@@ -334,6 +346,8 @@ def fit(
         decision = stopper.step(dev.loss)
         if scheduler is not None:
             scheduler.step(dev.loss)
+        if aux_warmup_epochs > 0:
+            extra["aux_scale"] = scale
         row = {"epoch": epoch, "lr": lr_now, **{f"train_{k}": v for k, v in train_losses.items()}, **extra,
                "dev_loss": dev.loss, **{f"dev_{k}": v for k, v in dev.metrics.items()},
                "improved": decision.improved}

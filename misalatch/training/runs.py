@@ -125,7 +125,9 @@ def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
     run_dir = output.target / sub.rstrip("/")  # where the run lives for the user (staged until the first commit)
     # the warm-up actually used is recorded, not its ``None`` default
     resolved = cfg.replace(seed=seed, seeds=None, out=str(run_dir), overwrite=False,
-                           warmup_epochs=cfg.resolved_warmup_epochs)
+                           warmup_epochs=cfg.resolved_warmup_epochs,
+                           aux_warmup_epochs=cfg.resolved_aux_warmup_epochs,
+                           mask_lr_factor=cfg.resolved_mask_lr_factor)
     if resume is None:
         save_text_assets(setup, output, sub)
         write_run_config(output, sub, setup, resolved)
@@ -169,7 +171,7 @@ def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
         generator=generator, device=device, max_batches_per_epoch=cfg.max_batches_per_epoch,
         batching=cfg.batching, precision=cfg.precision,
         schedule=plateau_schedule(cfg), warmup_epochs=cfg.resolved_warmup_epochs, on_epoch_end=save_epoch,
-        lr_factors={"feedback.": cfg.resolved_mask_lr_factor},
+        lr_factors={"feedback.": cfg.resolved_mask_lr_factor}, aux_warmup_epochs=cfg.resolved_aux_warmup_epochs,
         on_epoch=on_epoch, on_step=on_step, resume=resume, dist_ctx=dist_ctx, eval_seed=eval_seed(cfg, seed),
     )
     write_history(output, sub, fit_result.history)
