@@ -9,6 +9,7 @@ and writes its run folder (``misalatch.training.run_dir``, which also loads runs
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -148,6 +149,10 @@ def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
         best_path = output.path / sub / "best.json"
         record = check_reference(read_sidecar(output.path / sub, "best").get(REFERENCED), best_path)
         resume.best_model = fill_referenced(resume.best_model, record, model, best_path)
+    if resume is not None and resume.model is not None:  # the current weights reference them the same way
+        source = Path(resume.source or output.path / sub / "resume.json")
+        record = check_reference(resume.extra.get(REFERENCED), source)
+        resume.model = fill_referenced(resume.model, record, model, source)
 
     def save_epoch(state: ResumeState) -> None:
         row = state.history[-1]
@@ -157,6 +162,10 @@ def train_seed(setup: RunSetup, seed: int, output: Output, sub: str = "", *,
             best = best_set(sidecar)
             best_sha[0] = hashlib.sha256(best["best.safetensors"]).hexdigest()
             sets.append(best)
+        if state.model is not None:  # the current weights, less the frozen pretrained ones (referenced)
+            current, record = split_referenced(state.model, pretrained, cfg.text_encoder or "minilm", digests)
+            state = dataclasses.replace(state, model=current, extra={**state.extra, REFERENCED: record} if record
+                                        else state.extra)
         sets.append(resume_files(state, best_sha256=best_sha[0]))  # one commit: always the same epoch
         commit_checkpoints(output.path / sub, *sets, register=register)
         write_history_csv(output, sub, state.history)

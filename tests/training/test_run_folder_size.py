@@ -126,3 +126,41 @@ def test_a_run_referencing_frozen_weights_resumes(tmp_path):
     (out / "metrics.json").unlink()  # killed after its last epoch: the best weights miss the frozen encoder
     assert cli_main(["-q", "train", "--resume", str(out)]) == 0
     assert json.loads((out / "metrics.json").read_text())["test"] == pytest.approx(finished["test"], nan_ok=True)
+
+
+@pytest.mark.slow
+def test_resume_state_references_frozen_weights_too(tmp_path, monkeypatch):
+    """Mid-training, the resume state holds the current weights (when the epoch did not improve): the
+    frozen encoder is referenced there as in best.safetensors, and put back (checked) on --resume."""
+    import json
+
+    from safetensors import safe_open
+
+    from misalatch.training import loop
+    from tests.conftest import minilm_path
+
+    minilm_path()
+    step = loop.EarlyStopping.step
+
+    def only_the_first_epoch_improves(self, dev_loss):
+        decision = step(self, dev_loss if not hasattr(self, "_seen") else float("inf"))
+        self._seen = True
+        return decision
+
+    monkeypatch.setattr(loop.EarlyStopping, "step", only_the_first_epoch_improves)
+    out = tmp_path / "run"
+    assert cli_main(["-q", "train", *MINILM, "--bert-freeze", "all", "--max-epochs", "2", "--patience", "5",
+                     "--keep-resume-state", "--out", str(out)]) == 0
+    doc = json.loads((out / "resume.json").read_text())
+    assert doc["model_is_best"] is False and doc["extra"]["referenced_weights"]["encoder"] == "minilm"
+    with safe_open(str(out / "resume.safetensors"), framework="pt") as handle:
+        keys = set(handle.keys())
+    assert any(k.startswith("model.") for k in keys) and not any(k.startswith("model.bertmodel.") for k in keys)
+    assert (out / "resume.safetensors").stat().st_size < 5_000_000  # MiniLM alone is ~90 MB
+    finished = json.loads((out / "metrics.json").read_text())
+    run = json.loads((out / "run.json").read_text())
+    run["complete"] = False
+    (out / "run.json").write_text(json.dumps(run))
+    (out / "metrics.json").unlink()
+    assert cli_main(["-q", "train", "--resume", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["test"] == pytest.approx(finished["test"], nan_ok=True)
