@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "train": ("misalatch.training.runs", "train"),
     "load_run": ("misalatch.training.run_dir", "load_run"),
+    "evaluate_run": ("misalatch.training.run_dir", "evaluate_run"),
     "TrainConfig": ("misalatch.training.config", "TrainConfig"),
     "TrainResult": ("misalatch.training.runs", "TrainResult"),
     "MisaConfig": ("misalatch.models.config", "MisaConfig"),

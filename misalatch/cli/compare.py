@@ -13,8 +13,9 @@ from misalatch.cli._config import parse_flags
 @dataclass(frozen=True)
 class CompareArgs:
     """Put runs (misalatch train), multi-seed train folders and sweeps (misalatch sweep) side by side: one
-    table of mean ± sample std per run or variant, printed as Markdown; with --out also CSV and a bar chart
-    with error bars. Example: misalatch compare runs/misa runs/static sweeps/mosi --out comparisons/today"""
+    table of mean ± sample std per run or variant, printed as Markdown under what data the runs are on
+    (SYNTHETIC when so) and the settings that differ from the defaults; with --out also CSV, JSON and a bar
+    chart with error bars. Example: misalatch compare runs/misa runs/static sweeps/mosi --out comparisons/today"""
 
     folders: tyro.conf.Positional[tuple[str, ...]]
     """Run folders (misalatch train) or sweep folders (misalatch sweep)."""

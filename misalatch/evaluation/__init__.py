@@ -1,6 +1,12 @@
-"""Evaluation: metrics (METRICS.md §2–§3), aggregation over seeds (§5) and display tables."""
+"""Evaluation: metrics (METRICS.md §2–§3), aggregation over seeds (§5), display tables and feedback masks.
+
+The mask names (``collect_masks``, ``export_masks``, ``CollectedMasks``) need torch, so they are
+imported on first use: importing this package for metrics or tables stays light.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from misalatch.evaluation.aggregate import AggregateRow, aggregate, write_aggregate
 from misalatch.evaluation.metrics import (
@@ -17,8 +23,15 @@ from misalatch.evaluation.metrics import (
 )
 from misalatch.evaluation.report import format_aggregate_table, format_metrics_table
 
+_LAZY = {
+    "CollectedMasks": ("misalatch.evaluation.masks", "CollectedMasks"),
+    "collect_masks": ("misalatch.evaluation.masks", "collect_masks"),
+    "export_masks": ("misalatch.evaluation.masks", "export_masks"),
+}
+
 __all__ = [
     "AggregateRow",
+    "CollectedMasks",
     "ConstantInputWarning",
     "EmptySubsetWarning",
     "MetricInputError",
@@ -26,7 +39,9 @@ __all__ = [
     "acc7_sdk",
     "aggregate",
     "classification_metrics",
+    "collect_masks",
     "compute_metrics",
+    "export_masks",
     "format_aggregate_table",
     "format_metrics_table",
     "regression_metrics",
@@ -34,3 +49,12 @@ __all__ = [
     "weighted_f1",
     "write_aggregate",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'misalatch.evaluation' has no attribute {name!r}")

@@ -4,6 +4,10 @@ Each folder given is read with ``misalatch.experiments.folders.read_results``; e
 a sweep, a ``train --seeds`` folder and a single run become one row each, so a published sweep can
 be put next to the run you trained this morning. Means and sample standard deviations (ddof = 1)
 come from the per-seed values; a single run has no std (shown without "±", no error bar).
+
+Above the table every rendering says what data the runs are on (SYNTHETIC when so) and which resolved
+settings differ from the defaults (``folders.config_differences``, as ``misalatch report`` shows them):
+once when every row shares them, and per run / variant where they differ.
 """
 
 from __future__ import annotations
@@ -11,14 +15,22 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from misalatch.errors import ConfigError
 from misalatch.evaluation.metrics import CLASSIFICATION_KEYS, REGRESSION_KEYS
 from misalatch.evaluation.report import format_mean_std, metric_label
-from misalatch.experiments.folders import Results, Stat, is_synthetic, read_results
+from misalatch.experiments.folders import (
+    Results,
+    Stat,
+    config_differences,
+    data_name,
+    is_synthetic,
+    read_results,
+    settings_text,
+)
 
 COMPARISON_FORMAT = "misalatch-comparison"
 OUTPUT_FILES = ("comparison.md", "comparison.csv", "comparison.png", "comparison.json")
@@ -33,6 +45,11 @@ class ComparisonRow:
     params: dict[str, Any]
     seeds: tuple[int, ...]
     metrics: dict[str, Stat]  # of the chosen split
+    data: str = ""  # the data's name, as the runs' metrics.json says
+    settings: dict[str, tuple[Any, Any]] | None = field(default_factory=dict)
+    """field -> (value, default) of the resolved configuration where it differs from the defaults;
+    None when no config.yaml could be read (``settings_source`` says why)."""
+    settings_source: str = ""
 
     @property
     def label(self) -> str:
@@ -98,9 +115,11 @@ def compare(paths: Sequence[str | Path], *, split: str = "test", metrics: Sequen
         raise ConfigError(f"--metrics: {', '.join(unknown)} not in any of the results (have {', '.join(sorted(known))})")
     rows = []
     for given, result in zip(paths, results):
+        data = data_name(result)
         for variant in result.variants:
+            settings, source = config_differences(result, variant)
             rows.append(ComparisonRow(str(given), result.kind, variant.key, dict(variant.params),
-                                      tuple(variant.seeds), dict(variant.metrics.get(key, {}))))
+                                      tuple(variant.seeds), dict(variant.metrics.get(key, {})), data, settings, source))
     synthetic = tuple(str(given) for given, result in zip(paths, results) if is_synthetic(result))
     return Comparison(split, chosen, tuple(rows), synthetic)
 
@@ -117,8 +136,51 @@ def _md_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
 
 
+def shared_settings(comparison: Comparison) -> dict[str, tuple[Any, Any]]:
+    """The changed settings every row has, with the same value (empty when a row's are unknown)."""
+    known = [r.settings for r in comparison.rows]
+    if not known or any(s is None for s in known):
+        return {}
+    first, *others = [s for s in known if s is not None]
+    return {k: v for k, v in first.items() if all(o.get(k) == v for o in others)}
+
+
+def _line(text: str) -> str:
+    return text.replace("\n", " ").replace("\r", " ")
+
+
+def header_lines(comparison: Comparison) -> list[str]:
+    """What the table is about, in Markdown: the data of each folder and the settings that differ from
+    the defaults (shared ones once, the rest per run / variant)."""
+    by_source = {r.source: r.data for r in comparison.rows}
+
+    def shown(source: str) -> str:
+        return by_source[source] + (" (SYNTHETIC)" if source in comparison.synthetic else "")
+
+    if len({shown(s) for s in by_source}) == 1:
+        lines = [_line(f"Data: {shown(next(iter(by_source)))}."), ""]
+    else:
+        lines = [_line("Data: " + "; ".join(f"`{s}`: {shown(s)}" for s in by_source) + "."), ""]
+    shared = shared_settings(comparison)
+    if shared:
+        lines += [_line(f"Settings that differ from the defaults (every run): {settings_text(shared)}."), ""]
+    rest = [None if row.settings is None else {k: v for k, v in row.settings.items() if k not in shared}
+            for row in comparison.rows]
+    if all(r == {} for r in rest):
+        return lines if shared else [*lines, "Settings: every training setting at its default (every run).", ""]
+    own = []
+    for row, mine in zip(comparison.rows, rest):
+        text = (f"settings unknown ({row.settings_source})" if mine is None
+                else settings_text(mine) if mine else "no other setting changed" if shared
+                else "every setting at its default")
+        own.append(_line(f"- `{row.label}`: {text}"))
+    head = "Settings that differ from the defaults" + (", besides those" if shared else "") + ", per run / variant:"
+    return [*lines, head, "", *own, ""]
+
+
 def to_markdown(comparison: Comparison) -> str:
-    """A Markdown table: one row per run / variant, ``mean ± std`` per metric, n and seeds."""
+    """A Markdown table: one row per run / variant, ``mean ± std`` per metric, n and seeds; above it the
+    data (SYNTHETIC when so) and the settings that differ from the defaults."""
     header = ["run / variant", "kind", *[metric_label(m) for m in comparison.metrics], "n", "seeds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
     for row in comparison.rows:
@@ -132,22 +194,27 @@ def to_markdown(comparison: Comparison) -> str:
         every = len(comparison.synthetic) == len({r.source for r in comparison.rows})
         head = (f"**SYNTHETIC data** ({'every folder' if every else ', '.join(comparison.synthetic)}): "
                 "these numbers say nothing about real sentiment analysis.\n\n")
-    return head + "\n".join(lines) + "\n" + note
+    return head + "\n".join(header_lines(comparison)) + "\n" + "\n".join(lines) + "\n" + note
 
 
 def to_csv(comparison: Comparison) -> str:
-    """Unrounded values: source, kind, variant, split, n, seeds, ``<metric>_mean`` / ``_std``."""
+    """Unrounded values: source, kind, variant, split, n, seeds, ``<metric>_mean`` / ``_std``, then data,
+    synthetic and the changed settings (``field=value (default d); ...``)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["source", "kind", "variant", "split", "n", "seeds",
-                     *[f"{m}_{s}" for m in comparison.metrics for s in ("mean", "std")]])
+                     *[f"{m}_{s}" for m in comparison.metrics for s in ("mean", "std")], "data", "synthetic",
+                     "changed_settings"])
     for row in comparison.rows:
         values = []
         for m in comparison.metrics:
             stat = row.metrics.get(m)
             values += ["", ""] if stat is None else [repr(stat.mean), repr(stat.std)]
+        settings = ("unknown" if row.settings is None
+                    else "; ".join(f"{k}={v} (default {d})" for k, (v, d) in row.settings.items()))
         writer.writerow([row.source, row.kind, row.variant, comparison.split, row.n,
-                         " ".join(str(s) for s in row.seeds), *values])
+                         " ".join(str(s) for s in row.seeds), *values, row.data,
+                         str(row.source in comparison.synthetic).lower(), settings])
     return buffer.getvalue()
 
 
@@ -161,7 +228,11 @@ def to_json(comparison: Comparison) -> dict[str, Any]:
     return {"format": COMPARISON_FORMAT, "version": 1, "split": comparison.split, "metrics": list(comparison.metrics),
             "synthetic": list(comparison.synthetic),
             "rows": [{"source": r.source, "kind": r.kind, "variant": r.variant, "params": r.params,
-                      "seeds": list(r.seeds), "metrics": {m: stat(s) for m, s in r.metrics.items()}}
+                      "seeds": list(r.seeds), "metrics": {m: stat(s) for m, s in r.metrics.items()},
+                      "data": r.data, "synthetic": r.source in comparison.synthetic,
+                      "changed_settings": None if r.settings is None else
+                      {k: {"value": v, "default": d} for k, (v, d) in r.settings.items()},
+                      "settings_source": r.settings_source}
                      for r in comparison.rows]}
 
 
@@ -194,7 +265,8 @@ def bar_chart(comparison: Comparison, metrics: Sequence[str] | None = None) -> A
         finite = [m for m in means if not math.isnan(m)]
         if finite and metric.startswith(("acc", "f1")):
             ax.set_ylim(max(0.0, min(finite) - 15.0), min(100.0, max(finite) + 10.0))
-    fig.suptitle(f"{comparison.split} split, mean ± sample std over seeds", fontsize=10)
+    synthetic = "SYNTHETIC data: " if comparison.synthetic else ""
+    fig.suptitle(f"{synthetic}{comparison.split} split, mean ± sample std over seeds", fontsize=10)
     return fig
 
 

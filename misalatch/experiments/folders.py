@@ -371,3 +371,42 @@ def is_synthetic(results: Results) -> bool:
                 facts = data.get("data") if isinstance(data, dict) else None
                 return bool(isinstance(facts, dict) and facts.get("synthetic") is True)
     return False
+
+
+def data_name(results: Results) -> str:
+    """The name of the data the runs of ``results`` trained on (their first ``metrics.json`` says it)."""
+    for v in results.variants:
+        for r in v.runs:
+            if r.run_dir is not None and (r.run_dir / "metrics.json").is_file():
+                try:
+                    facts = read_json(r.run_dir / "metrics.json").get("data")
+                except (MisalatchError, AttributeError):
+                    continue
+                if isinstance(facts, dict) and isinstance(facts.get("name"), str):
+                    return facts["name"]
+    return "unknown (no metrics.json with data facts)"
+
+
+def config_differences(results: Results, variant: Variant | None = None) -> tuple[dict[str, tuple[Any, Any]] | None, str]:
+    """(field -> (value, default) where the resolved configuration of the first complete run (of
+    ``variant``, else of any variant) differs from the defaults of its model's preset, a note naming
+    that run): what a report or a comparison shows so that its numbers say how they were trained.
+    No readable ``config.yaml``: (None, why)."""
+    from misalatch.training.config import TrainConfig, changed_settings
+
+    variants = results.variants if variant is None else (variant,)
+    run = next((r for v in variants for r in v.runs
+                if r.state == "complete" and r.run_dir is not None and (r.run_dir / "config.yaml").is_file()), None)
+    if run is None or run.run_dir is None:
+        return None, "no run folder with a config.yaml"
+    path = run.run_dir / "config.yaml"
+    try:
+        config = TrainConfig.from_yaml(path)
+        return changed_settings(config), f"{run.run_dir.name}/config.yaml (preset {config.preset})"
+    except MisalatchError as err:
+        return None, f"{path.name} could not be read ({err})"
+
+
+def settings_text(changed: dict[str, tuple[Any, Any]]) -> str:
+    """Changed settings as one line of Markdown: `` `field` = value (default d), ...``."""
+    return ", ".join(f"`{k}` = {v} (default {d})" for k, (v, d) in changed.items())

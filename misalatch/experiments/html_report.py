@@ -28,7 +28,16 @@ from typing import Any, Sequence
 from misalatch.errors import ConfigError, MisalatchError
 from misalatch.evaluation.report import format_mean_std, format_value, metric_label
 from misalatch.io.progress import progress_bar
-from misalatch.experiments.folders import Results, RunRecord, Variant, is_synthetic, read_json, read_results
+from misalatch.experiments.folders import (
+    Results,
+    RunRecord,
+    Variant,
+    config_differences,
+    data_name,
+    is_synthetic,
+    read_json,
+    read_results,
+)
 
 log = logging.getLogger(__name__)
 
@@ -373,23 +382,6 @@ def _bar_chart(results: Results, split: str) -> str:
     return _img_html(figure_image(bar_chart(Comparison(split, names, rows)), f"{split} split, mean ± sample std"))
 
 
-def config_differences(results: Results) -> tuple[dict[str, tuple[Any, Any]], str]:
-    """(field -> (value, default) of the first complete run's resolved configuration where it differs
-    from the defaults of its model's preset, a note saying which run). Unreadable: ({}, why)."""
-    from misalatch.training.config import TrainConfig, changed_settings
-
-    run = next((r for v in results.variants for r in v.runs
-                if r.state == "complete" and r.run_dir is not None and (r.run_dir / "config.yaml").is_file()), None)
-    if run is None or run.run_dir is None:
-        return {}, "no run folder with a config.yaml"
-    path = run.run_dir / "config.yaml"
-    try:
-        config = TrainConfig.from_yaml(path)
-        return changed_settings(config), f"{run.run_dir.name}/config.yaml (preset {config.preset})"
-    except MisalatchError as err:
-        return {}, f"{path.name} could not be read ({err})"
-
-
 def config_table(differs: dict[str, tuple[Any, Any]]) -> str:
     rows = "".join(f'<tr data-field="{esc(k)}"><td><code>{esc(k)}</code></td><td>{esc(v)}</td><td>{esc(d)}</td></tr>'
                    for k, (v, d) in differs.items())
@@ -403,7 +395,7 @@ def _lower_is_better(metric: str) -> bool:
 def summary_block(results: Results, synthetic: bool) -> str:
     """The first screen: what data, how many runs, and the best variant on the main test metric."""
     complete = sum(1 for v in results.variants for r in v.runs if r.state == "complete")
-    facts = [("data", "SYNTHETIC (generated, says nothing about real sentiment)" if synthetic else _data_name(results)),
+    facts = [("data", "SYNTHETIC (generated, says nothing about real sentiment)" if synthetic else data_name(results)),
              ("folder", f"{results.kind}: {results.path}"),
              ("variants", str(len(results.variants))),
              ("runs", f"{complete} complete, {len(results.failed)} failed, {len(results.pending)} pending")]
@@ -419,19 +411,6 @@ def summary_block(results: Results, synthetic: bool) -> str:
                           + (f" ({ONE_SEED})" if stat.n < 2 else f" (n = {stat.n})")))
     rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
     return f'<section id="summary"><strong>Summary</strong><table>{rows}</table></section>'
-
-
-def _data_name(results: Results) -> str:
-    for v in results.variants:
-        for r in v.runs:
-            if r.run_dir is not None and (r.run_dir / "metrics.json").is_file():
-                try:
-                    facts = read_json(r.run_dir / "metrics.json").get("data")
-                except (MisalatchError, AttributeError):
-                    continue
-                if isinstance(facts, dict) and isinstance(facts.get("name"), str):
-                    return facts["name"]
-    return "unknown (no metrics.json with data facts)"
 
 
 def _fold(title: str, body: str, *, open_: bool, anchor: str = "") -> str:

@@ -35,8 +35,9 @@ from optuna.trial import TrialState
 from misalatch.errors import MisalatchError
 from misalatch.evaluation.aggregate import aggregate, ordered_union
 from misalatch.evaluation.report import DISPLAY_NAMES, _fmt
+from misalatch.experiments.folders import settings_text
 from misalatch.experiments.stats import paired_comparison
-from misalatch.experiments.studies import attempts, json_safe, redact, typed_attr
+from misalatch.experiments.studies import attempts, default_storage, json_safe, redact, typed_attr
 from misalatch.experiments.sweep import Sweep, point_of, progress, write_owned
 from misalatch.io.atomic import atomic_savefig
 from misalatch.io.owned import record_written
@@ -146,7 +147,7 @@ def write_results(sweep: Sweep, out: Optional[Path] = None) -> dict[str, Path]:
              "png": out / "results.png"}
     write_owned(out, "results.json", json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n")
     write_owned(out, "results.csv", results_csv(doc))
-    write_owned(out, "results.md", results_markdown(doc))
+    write_owned(out, "results.md", results_markdown(doc, out))
     record_written(paths["png"])
     plot_results(doc, paths["png"])
     log.info("sweep %s: results in %s", sweep.name, paths["md"])
@@ -204,18 +205,26 @@ def _settings_lines(base: dict[str, Any]) -> list[str]:
         return [f"Settings: unreadable ({err}).", ""]
     if not changed:
         return ["Settings: every training setting at its default.", ""]
-    return ["Settings that differ from the defaults (every run): "
-            + ", ".join(f"`{k}` = {v} (default {d})" for k, (v, d) in changed.items()) + ".", ""]
+    return ["Settings that differ from the defaults (every run): " + settings_text(changed) + ".", ""]
 
 
-def results_markdown(doc: dict[str, Any]) -> str:
+def _storage_text(storage: Any, folder: Optional[Path]) -> str:
+    """The storage as the table shows it: the default SQLite file of ``folder`` by its name only, so a
+    table copied elsewhere (a notebook, a paper's notes) names no path of the machine that wrote it."""
+    if folder is not None and storage == redact(default_storage(folder)):
+        return "`study.db` in this folder (SQLite)"
+    return f"`{storage}`"
+
+
+def results_markdown(doc: dict[str, Any], folder: Optional[Path] = None) -> str:
+    """The Markdown table of a results document; ``folder``: the sweep folder it is written into."""
     sweep = doc["sweep"]
     base = sweep.get("base_config") if isinstance(sweep.get("base_config"), dict) else {}
     synthetic = str(base.get("data", "")).lower() == "synthetic"
     lines = [f"# Sweep `{sweep['study']}`{' [SYNTHETIC data]' if synthetic else ''}", "",
              f"Data: {'SYNTHETIC (generated; says nothing about real sentiment)' if synthetic else base.get('data', '?')}.  ",
              "Grid: " + ", ".join(f"`{k}` = {', '.join(map(str, v))}" for k, v in sweep["grid"].items()) + ".  ",
-             f"Storage: `{sweep['storage']}`. Mean ± sample std (ddof = 1) over seeds; n = complete runs; "
+             f"Storage: {_storage_text(sweep['storage'], folder)}. Mean ± sample std (ddof = 1) over seeds; n = complete runs; "
              "accuracies and F1 in %.", "", *_settings_lines(base)]
     for split in ("test", "validation"):
         metrics = _metric_names(doc, split)

@@ -376,6 +376,7 @@ def start_sweep(spec: SweepSpec, out: str | Path, *, storage: Optional[str] = No
 
 
 def _create_sweep_study(spec: SweepSpec, name: str, url: str, out: Path) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # as run_worker: misalatch logs what it opens and runs
     opt = optuna.create_study(study_name=name, storage=open_storage(url), sampler=_sampler(spec), load_if_exists=True,
                               direction="minimize")
     existing = opt.user_attrs.get(STUDY_ATTR)

@@ -254,6 +254,9 @@ def final_shuffle_seed(cfg: TrainConfig, seed: int, split: str) -> int | None:
 
 
 def evaluate_run(run: LoadedRun, splits: tuple[str, ...] = ("valid", "test")) -> dict[str, SplitEvaluation]:
+    """Score a loaded run (``load_run``) on ``splits`` with the batches, batch size and loss reduction it
+    was scored with at the end of training, so the metrics match its ``metrics.json``; split name →
+    evaluation (``.metrics``, ``.loss``, predictions and labels)."""
     return {
         split: evaluate(run.model, run.dataset.splits[split], run.spec, batch_size=run.config.batch_size or 32,
                         device=run.device, reduction=run.config.dev_loss_reduction,

@@ -1,9 +1,14 @@
-"""examples/quickstart.ipynb runs headlessly (nbclient) at its small size and shows what it promises."""
+"""examples/quickstart.ipynb runs headlessly (nbclient) at its small size and shows what it promises; the
+stored copy carries the outputs of one full run, names no path of the machine that ran it, and imports
+public names only."""
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -11,6 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO / "examples" / "quickstart.ipynb"
+API_PAGES = REPO / "docs" / "api"
 
 
 def _kernelspec(root: Path) -> str:
@@ -34,7 +40,6 @@ def test_quickstart_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code"), "commit it without outputs"
     out = tmp_path / "quickstart"
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
@@ -67,3 +72,103 @@ def test_quickstart_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     summary = json.loads((out / "masks" / "summary.json").read_text())
     assert set(summary["modalities"]) == {"text", "visual", "acoustic"}
     assert '<meta name="generator" content="misalatch report">' in (out / "report.html").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# the stored notebook (no kernel needed)
+# ---------------------------------------------------------------------------------------------
+def _code_cells() -> list[dict]:
+    return [c for c in json.loads(NOTEBOOK.read_text(encoding="utf-8"))["cells"] if c["cell_type"] == "code"]
+
+
+def _output_texts(cell: dict) -> list[str]:
+    """Every text an output of ``cell`` holds (streams, text/plain, Markdown, HTML, errors); images left out."""
+    texts = []
+    for out in cell.get("outputs", []):
+        texts.append("".join(out.get("text", "")))
+        texts += ["".join(out.get("traceback", []))]
+        for mime, value in out.get("data", {}).items():
+            if mime.startswith("text/"):
+                texts.append("".join(value))
+    return texts
+
+
+def test_stored_notebook_has_the_outputs_of_one_run() -> None:
+    code = _code_cells()
+    assert [c.get("execution_count") for c in code] == list(range(1, len(code) + 1)), \
+        "store the notebook executed once, top to bottom (nbclient from the repository root)"
+    for i, cell in enumerate(code):
+        assert cell.get("outputs"), f"code cell {i} is stored without outputs"
+        assert not [o for o in cell["outputs"] if o.get("output_type") == "error"], f"code cell {i} stored an error"
+    printed = "\n".join(t for c in code for t in _output_texts(c))
+    assert "small: False" in printed, "the stored outputs are of the full run, not of MISALATCH_NOTEBOOK_SMALL=1"
+    assert "(SYNTHETIC)" in printed and "[SYNTHETIC data]" in printed
+
+
+def test_stored_outputs_name_no_path_of_the_machine() -> None:
+    machine = re.compile(r"(?<![\w.])/(?:work|tmp|home|root|Users|private|var/folders)/")
+    for i, cell in enumerate(_code_cells()):
+        for text in _output_texts(cell):
+            assert str(REPO) not in text, f"code cell {i} prints the repository's absolute path"
+            found = machine.search(text)
+            assert found is None, f"code cell {i} prints an absolute path: ...{text[max(0, found.start() - 40):found.end() + 40]}..."
+
+
+def public_packages() -> set[str]:
+    """``misalatch`` and every sub-package an API reference page documents (``<!-- api: PACKAGE -->``)."""
+    names = {"misalatch"}
+    for page in API_PAGES.glob("*.md"):
+        for name in re.findall(r"<!--\s*api:\s*([\w.]+)\s*-->", page.read_text(encoding="utf-8")):
+            if REPO.joinpath(*name.split("."), "__init__.py").is_file():
+                names.add(name)
+    return names
+
+
+def private_names(source: str, packages: set[str]) -> list[str]:
+    """What ``source`` takes from misalatch that is not public: an import from a module that is not a
+    documented package, a name missing from that package's ``__all__``, or ``misalatch.X`` with X not in
+    ``misalatch.__all__``. Anything from outside misalatch (stdlib, IPython, third party) is fine."""
+    bad = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            bad += [f"import {a.name}" for a in node.names if a.name.split(".")[0] == "misalatch" and a.name not in packages]
+        elif isinstance(node, ast.ImportFrom):
+            module = "." * node.level + (node.module or "")
+            if node.level or module.split(".")[0] != "misalatch":
+                continue
+            if module not in packages:
+                bad.append(f"from {module} import ... ({module} is not a documented public package)")
+                continue
+            exported = set(getattr(importlib.import_module(module), "__all__", ()))
+            bad += [f"from {module} import {a.name}" for a in node.names if a.name not in exported]
+        elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "misalatch"
+              and node.attr not in importlib.import_module("misalatch").__all__):
+            bad.append(f"misalatch.{node.attr}")
+    return bad
+
+
+def test_public_name_check_sees_private_imports() -> None:
+    packages = public_packages()
+    assert {"misalatch", "misalatch.evaluation", "misalatch.experiments", "misalatch.data"} <= packages
+    assert "misalatch.experiments.sweep" not in packages
+    source = ("import os\nimport misalatch\nfrom IPython.display import Image\n"
+              "from misalatch.evaluation import format_metrics_table\nmisalatch.train\n"
+              "from misalatch.experiments.sweep import SweepSpec\nfrom misalatch.evaluation import gini\n"
+              "import misalatch.training.run_dir\nmisalatch.training.run_dir.evaluate_run\n")
+    assert private_names(source, packages) == [
+        "from misalatch.experiments.sweep import ... (misalatch.experiments.sweep is not a documented public package)",
+        "from misalatch.evaluation import gini", "import misalatch.training.run_dir", "misalatch.training"]
+
+
+def test_notebook_imports_public_names_only() -> None:
+    packages = public_packages()
+    bad = [f"code cell {i}: {name}" for i, cell in enumerate(_code_cells())
+           for name in private_names("".join(cell["source"]), packages)]
+    assert not bad, "the notebook uses names that are not public API:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("package", ["misalatch", "misalatch.data", "misalatch.evaluation", "misalatch.experiments"])
+def test_public_names_resolve(package: str) -> None:
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        assert getattr(module, name) is not None, f"{package}.{name}"

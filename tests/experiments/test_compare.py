@@ -79,6 +79,46 @@ def test_compare_run_and_sweep(tiny_runs: TinyRuns, sweep_dir: Path, tmp_path: P
     assert sorted(p.name for p in user.iterdir()) == ["notes.txt"] and (user / "notes.txt").read_text() == "my notes"
 
 
+def test_compare_says_what_data_and_which_settings(tiny_runs: TinyRuns, sweep_dir: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Above the table, and in every file it writes: the data (SYNTHETIC) and the resolved settings that
+    differ from the defaults, shared ones once and the rest per run (the report's config_differences)."""
+    name = json.loads((tiny_runs.misa / "metrics.json").read_text())["data"]["name"]
+    out = tmp_path / "cmp"
+    assert cli_main(["compare", str(tiny_runs.misa), str(tiny_runs.feedback), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    head = printed[:printed.index("| run / variant |")]
+    assert head.startswith("**SYNTHETIC data** (every folder)")
+    assert f"Data: {name} (SYNTHETIC)." in head
+    shared = next(line for line in head.splitlines() if line.startswith("Settings that differ from the defaults (every run): "))
+    for setting in ("`hidden_size` = 8 (default 128)", "`max_epochs` = 1 (default 500)", "`text_encoder` = learned"):
+        assert setting in shared, setting
+    assert "`feedback`" not in shared and "`out`" not in head  # where a run went is not a setting
+    assert "- `static`: `feedback` = static (default none)" in head
+    misa = next(line for line in head.splitlines() if line.startswith("- `misa`: "))
+    assert "`feedback`" not in misa and "`hidden_size`" not in misa  # MISA is not a feedback run; shared: said once
+    assert (out / "comparison.md").read_text() == printed[:printed.index("written:")]
+    rows = list(csv.DictReader(io.StringIO((out / "comparison.csv").read_text())))
+    assert [(r["data"], r["synthetic"]) for r in rows] == [(name, "true")] * 2
+    assert "hidden_size=8 (default 128)" in rows[0]["changed_settings"] and "feedback" not in rows[0]["changed_settings"]
+    assert "feedback=static (default none)" in rows[1]["changed_settings"]
+    document = json.loads((out / "comparison.json").read_text())
+    assert document["rows"][0]["changed_settings"]["hidden_size"] == {"value": 8, "default": 128}
+    assert document["rows"][1]["changed_settings"]["feedback"] == {"value": "static", "default": "none"}
+    assert document["rows"][1]["data"] == name and document["rows"][1]["synthetic"] is True
+
+    # a sweep: per variant, from that variant's own run folders
+    markdown = to_markdown(compare([sweep_dir]))
+    assert "- `sweep/static`: `feedback` = static (default none)" in markdown
+    # a run whose config.yaml is gone: said so, not passed off as the defaults
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_runs.misa, bare)
+    (bare / "config.yaml").unlink()
+    markdown = to_markdown(compare([bare, tiny_runs.feedback]))
+    assert "- `bare`: settings unknown (no run folder with a config.yaml)" in markdown
+    assert "(every run)" not in markdown
+
+
 def test_seeds_folder(tiny_runs: TinyRuns, tmp_path: Path) -> None:
     folder = tmp_path / "multi"
     for seed in (1, 2):
@@ -140,5 +180,9 @@ def test_results_markdown_says_data_settings_and_one_seed() -> None:
     assert markdown.startswith("# Sweep `tiny` [SYNTHETIC data]")
     assert "`hidden_size` = 8 (default 128)" in markdown and "`max_epochs` = 1 (default 500)" in markdown
     assert "`out`" not in markdown  # where it went is not a setting
+    assert "Storage: `postgresql://" in markdown and "in this folder" not in markdown  # not the folder's own file
+    assert "Storage: `study.db` in this folder (SQLite)" in results_markdown(
+        {**document, "sweep": {**document["sweep"], "storage": "sqlite:///" + (Path("s").resolve() / "study.db").as_posix()}},
+        Path("s"))
     paired = [line for line in markdown.splitlines() if line.startswith("| static | none |")]
     assert paired and paired[0].count("n/a (1 seed)") == 2

@@ -244,6 +244,9 @@ def test_a_real_sweep_is_read_by_compare_and_report(tmp_path: Path, capsys: pyte
     capsys.readouterr()
     assert cli_main(["compare", str(out)]) == 0
     table = capsys.readouterr().out
+    head = table[:table.index("| run / variant |")]  # what data, which settings: above the table
+    assert "**SYNTHETIC data**" in head and "(SYNTHETIC)." in head
+    assert "`max_epochs` = 1 (default 500)" in head and "- `sweep/static`: `feedback` = static (default none)" in head
     for key, mae in maes.items():
         row = next(line for line in table.splitlines() if f"sweep/{key} " in line)
         assert f"{mae:.3f}" in row  # the value of results.json, not a recomputation elsewhere
