@@ -6,7 +6,7 @@ a name that needs it is used).
 
 from __future__ import annotations
 
-from typing import Any
+from misalatch.io.lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -33,11 +33,4 @@ _LAZY = {
 
 __all__ = ["__version__", *_LAZY]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        return getattr(importlib.import_module(module), attr)
-    raise AttributeError(f"module 'misalatch' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

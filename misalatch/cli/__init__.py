@@ -69,7 +69,9 @@ def setup_logging(verbosity: int = 0) -> None:
 
 
 def _distributed_launch() -> bool:
-    from misalatch.training.distributed import is_distributed_launch  # imports torch: only when torchrun is seen
+    from misalatch.training.distributed import (
+        is_distributed_launch,  # imports torch: only when torchrun is seen
+    )
 
     return is_distributed_launch()
 

@@ -7,7 +7,7 @@ segments into the model's batches.
 
 from __future__ import annotations
 
-from typing import Any
+from misalatch.io.lazy import lazy_attributes
 
 _LAZY = {
     "Batch": ("misalatch.data.batching", "Batch"),
@@ -18,11 +18,4 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        return getattr(importlib.import_module(module), attr)
-    raise AttributeError(f"module 'misalatch.data' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -6,8 +6,6 @@ imported on first use: importing this package for metrics or tables stays light.
 
 from __future__ import annotations
 
-from typing import Any
-
 from misalatch.evaluation.aggregate import AggregateRow, aggregate, write_aggregate
 from misalatch.evaluation.metrics import (
     ConstantInputWarning,
@@ -22,6 +20,7 @@ from misalatch.evaluation.metrics import (
     weighted_f1,
 )
 from misalatch.evaluation.report import format_aggregate_table, format_metrics_table
+from misalatch.io.lazy import lazy_attributes
 
 _LAZY = {
     "CollectedMasks": ("misalatch.evaluation.masks", "CollectedMasks"),
@@ -50,11 +49,4 @@ __all__ = [
     "write_aggregate",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        return getattr(importlib.import_module(module), attr)
-    raise AttributeError(f"module 'misalatch.evaluation' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

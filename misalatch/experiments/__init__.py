@@ -6,7 +6,7 @@ on first use (a sweep needs Optuna, a report torch), so importing one module of 
 
 from __future__ import annotations
 
-from typing import Any
+from misalatch.io.lazy import lazy_attributes
 
 _LAZY = {
     "SweepSpec": ("misalatch.experiments.sweep", "SweepSpec"),
@@ -19,11 +19,4 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        return getattr(importlib.import_module(module), attr)
-    raise AttributeError(f"module 'misalatch.experiments' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
