@@ -18,7 +18,7 @@ videos / 31 test videos). This script
    every feedback variant on t+a+v, and ``--model mmlatch`` (its own recipe), and adds the paired
    comparisons the question needs (t+a, t+v, t+a+v against t; every variant against MISA t+a+v).
 
-    python benchmarks/mosi_bclstm.py --out bench/mosi-bclstm            # the full table (~20 min, 2 cores)
+    python benchmarks/mosi_bclstm.py --out bench/mosi-bclstm            # the full table (~30 min, 2 cores)
     python benchmarks/mosi_bclstm.py --quick --out /tmp/bclstm-quick    # 1 seed, 2 epochs: the plumbing
 
 Writes ``table.csv``, ``prepared/``, ``ridge.json``, ``sweep/`` (run folders, results.{json,md,csv}),
