@@ -60,9 +60,7 @@ def main(argv: list[str]) -> int:
     from misalatch.cli.train import parse_train_args
 
     apply_threads(args.threads)
-    liveness = Liveness(heartbeat_interval=args.heartbeat, grace_period=args.grace or 4 * args.heartbeat,
-                        retries=args.retries,
-                        stall=args.stall or max(1800, 2 * (args.grace or 4 * args.heartbeat)))
+    liveness = Liveness.from_flags(args.heartbeat, args.grace, args.retries, args.stall)
     if args.join:
         if train_argv or args.space:
             raise ConfigError("--join takes the space and every setting from the study; remove the other flags")

@@ -204,9 +204,7 @@ def main(argv: list[str]) -> int:
     from misalatch.experiments.sweep import join_sweep, progress, run_worker, start_sweep
 
     apply_threads(args.threads)
-    liveness = Liveness(heartbeat_interval=args.heartbeat, grace_period=args.grace or 4 * args.heartbeat,
-                        retries=args.retries,
-                        stall=args.stall or max(1800, 2 * (args.grace or 4 * args.heartbeat)))
+    liveness = Liveness.from_flags(args.heartbeat, args.grace, args.retries, args.stall)
     if spec is None:
         from misalatch.experiments.studies import wait_for_study
 

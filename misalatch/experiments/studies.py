@@ -70,6 +70,12 @@ class Liveness:
         if self.stall <= self.grace_period:
             raise ConfigError(f"--stall ({self.stall} s) must be longer than --grace ({self.grace_period} s)")
 
+    @classmethod
+    def from_flags(cls, heartbeat: int, grace: int | None, retries: int, stall: int | None) -> "Liveness":
+        """The command line's values, with its defaults: grace 4 × heartbeat, stall max(1800, 2 × grace)."""
+        grace = grace or 4 * heartbeat
+        return cls(heartbeat, grace, retries, stall or max(1800, 2 * grace))
+
 
 def default_storage(folder: str | Path) -> str:
     """``sqlite:///<folder>/study.db`` (absolute, so that every worker names the same file)."""

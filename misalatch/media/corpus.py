@@ -59,8 +59,8 @@ from misalatch.data.canonical import SPLITS, CanonicalDataset, Segment
 from misalatch.errors import ConfigError, DataFormatError, MisalatchError
 from misalatch.io.atomic import atomic_write_bytes, atomic_write_json, cleanup_stale_temporaries, commit_files, host_id
 from misalatch.io.atomic import parse_temporary_name
-from misalatch.media.features import SegmentFeatures
 from misalatch.io.owned import MARKER, MARKER_FORMAT, MARKER_VERSION, check_target, read_marker
+from misalatch.media.features import SegmentFeatures
 
 log = logging.getLogger(__name__)
 

@@ -148,12 +148,13 @@ def visual_features(pictures: Iterable[Picture], n_rows: int, *, min_detection_c
     with _warnings.catch_warnings():
         # protobuf 4 warns about a deprecated call inside MediaPipe on every picture
         _warnings.filterwarnings("ignore", message=".*GetPrototype.*", category=UserWarning)
-        with _quiet_native_stderr():  # the graph starts and the models load on the first picture: a blank one
+        with _quiet_native_stderr():  # the graph starts here, and prints to the native stderr
             mesh = face_mesh.FaceMesh(static_image_mode=False, max_num_faces=2, refine_landmarks=False,
                                       min_detection_confidence=min_detection_confidence,
                                       min_tracking_confidence=min_tracking_confidence)
-            mesh.process(np.zeros((64, 64, 3), np.uint8))
         with mesh:
+            with _quiet_native_stderr():  # the models load on the first picture: a blank one, no face
+                mesh.process(np.zeros((64, 64, 3), np.uint8))
             for picture in pictures:
                 if picture.image is None:
                     no_picture += len(picture.rows)

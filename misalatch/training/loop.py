@@ -253,8 +253,7 @@ def fit(
     progress). Under torchrun (``dist_ctx``) the model trains in DistributedDataParallel,
     each rank on its shard of every batch (``misalatch.training.distributed``). ``eval_seed``
     (``--length-quirk``) evaluates in shuffled batches drawn afresh each epoch from that seed
-    (``eval_shuffle_seed``) instead of length-sorted ones.
-    each rank on its shard of every batch (``misalatch.training.distributed``). ``lr_factors``
+    (``eval_shuffle_seed``) instead of length-sorted ones. ``lr_factors``
     (parameter-name prefix → multiplier, e.g. ``{"feedback.": 10}``) trains those parameters at a
     multiple of ``lr`` (``param_groups``). ``aux_warmup_epochs`` ramps the weight of every loss term
     beside the task loss linearly from 0 (epoch 1) to 1 (``aux_scale``); it depends on the epoch
